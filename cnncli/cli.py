@@ -1,0 +1,47 @@
+"""The `cnncli` command: `cnncli <subcommand> [hydra overrides...]`.
+
+Each subcommand is one module under cnncli/commands/ with a Hydra `main`; only that module is imported,
+so `cnncli --help` starts instantly and a subcommand loads only what it needs.
+"""
+
+import importlib
+import os
+import sys
+
+from cnncli import __version__
+
+SUBCOMMANDS = {
+    "train": "train a classifier (cnncli train model=lenet5 data=digits optimizer.lr=0.01)",
+    "eval": "evaluate a checkpoint on the test split (cnncli eval ckpt_path=PATH)",
+}
+
+USAGE = """usage: cnncli <subcommand> [overrides...] [--help] [--cfg job] [--info] [-m]
+
+Train, evaluate, inspect and export convolutional image classifiers. Every option is a Hydra override:
+group=option picks a config (model=alexnet), key=value sets a value (optimizer.lr=0.01).
+
+subcommands:
+{rows}
+
+`cnncli <subcommand> --help` lists that subcommand's config groups and options.
+"""
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        width = max(map(len, SUBCOMMANDS))
+        print(USAGE.format(rows="\n".join(f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items())))
+        return
+    if args[0] in ("-V", "--version"):
+        print(f"cnncli {__version__}")
+        return
+    name = args[0]
+    if name not in SUBCOMMANDS:
+        print(f"error: unknown subcommand {name!r}; choose from: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    # A model or data module of the user's own (`_target_: mynets.Net`) may live in the working directory;
+    # appended, not prepended, so a local file can never shadow an installed package.
+    sys.path.append(os.getcwd())
+    sys.argv = [f"cnncli {name}", *args[1:]]
+    importlib.import_module(f"cnncli.commands.{name}").main()

@@ -1,0 +1,1 @@
+"""One module per subcommand; cnncli/cli.py dispatches to their `main`."""

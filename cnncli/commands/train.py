@@ -1,0 +1,146 @@
+"""cnncli train: compose model, data, optimizer, ... into a Lightning run; write everything it used and
+produced to its run folder (config.yaml, checkpoints/, metrics.csv, curves.png, summary.json)."""
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from cnncli import __version__, config_dir
+from cnncli.classifier import ImageClassifier
+from cnncli.config import call_target, validate_train_config
+from cnncli.errors import ConfigError, reports_user_errors
+from cnncli.models import build_model
+from cnncli.plots import plot_curves
+
+# In-memory batches need no worker processes; Lightning's hint to add them is noise here.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
+class EpochHistory(L.Callback):
+    """One row of epoch-level metrics per epoch: for curves.png and summary.json."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_validation_epoch_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self._record(trainer)
+
+    def on_train_epoch_end(self, trainer, module):
+        self._record(trainer)
+
+    def _record(self, trainer):
+        if not self.rows or self.rows[-1]["epoch"] != trainer.current_epoch:
+            self.rows.append({"epoch": trainer.current_epoch})
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        self.rows[-1].update(metrics)
+
+
+def _build(group: str, cfg: DictConfig) -> list:
+    """Lightning callbacks or loggers from `{name: {_target_: ..., ...} | null}`."""
+    return [call_target(f"{group}.{name}", options) for name, options in cfg.items() if options is not None]
+
+
+def train(cfg: DictConfig) -> dict:
+    validate_train_config(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = call_target("data", cfg.data)
+    model = build_model(cfg.model)
+    datamodule.setup("fit")
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
+    classifier = ImageClassifier(
+        model,
+        num_classes=cfg.data.num_classes,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler,
+        label_smoothing=cfg.label_smoothing,
+        metadata={
+            "config": run_config,
+            "class_names": datamodule.class_names,
+            "normalization": datamodule.normalization,
+            "cnncli_version": __version__,
+        },
+    )
+    history = EpochHistory()
+    try:
+        trainer = L.Trainer(
+            **cfg.trainer,
+            callbacks=[*_build("callbacks", cfg.callbacks), history],
+            logger=_build("logger", cfg.logger) or False,
+            default_root_dir=run_dir,
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError("trainer", str(e).splitlines()[0]) from None
+
+    started = time.perf_counter()
+    trainer.fit(classifier, datamodule=datamodule)
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    test = {}
+    if cfg.test and not trainer.interrupted:
+        (results,) = trainer.test(classifier, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        test = {k: float(v) for k, v in results.items()}
+
+    summary = {
+        "status": "interrupted" if trainer.interrupted else "completed",
+        "run_dir": str(run_dir),
+        "model": cfg.model._target_,
+        "data": cfg.data.get("name"),
+        "params": sum(p.numel() for p in model.parameters()),
+        "epochs": len(history.rows),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "best_checkpoint": best_path,
+        "best": _best_row(history.rows, checkpoint),
+        "final": history.rows[-1] if history.rows else {},
+        "test": test,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if history.rows:
+        plot_curves(history.rows, run_dir / "curves.png")
+    _print_summary(summary)
+    return summary
+
+
+def _best_row(rows: list[dict], checkpoint) -> dict:
+    """The epoch the checkpoint callback judged best (by its monitored metric)."""
+    if not rows or checkpoint is None or checkpoint.monitor is None:
+        return {}
+    scored = [row for row in rows if checkpoint.monitor in row]
+    if not scored:
+        return {}
+    pick = min if checkpoint.mode == "min" else max
+    return pick(scored, key=lambda row: row[checkpoint.monitor])
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table(title=f"{summary['model'].rsplit('.', 1)[-1]} on {summary['data']}: {summary['status']}")
+    table.add_column("metric")
+    for column in ("final epoch", "best epoch", "test (best ckpt)"):
+        table.add_column(column, justify="right")
+    final, best, test = summary["final"], summary["best"], summary["test"]
+    table.add_row("epoch", str(final.get("epoch", "")), str(best.get("epoch", "")), "")
+    for metric in ("loss", "acc1", "acc5"):
+        cells = [row.get(f"{split}/{metric}") for row, split in ((final, "val"), (best, "val"), (test, "test"))]
+        table.add_row(f"{metric} (val / test)", *("" if c is None else f"{c:.4f}" for c in cells))
+    console = Console()
+    console.print(table)
+    console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none saved)'}")
+    console.print(f"run folder: {summary['run_dir']}")
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@reports_user_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg)

@@ -1,0 +1,62 @@
+"""Checks on a composed run config, so a bad value stops the run before anything is built or written,
+with one line naming the key. (Hydra itself rejects unknown groups, options and keys.)"""
+
+import hydra.utils
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cnncli.errors import ConfigError
+from cnncli.optim import build_optimizer, build_scheduler
+
+
+def _number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), *, integer=False, open_low=False):
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        return
+    kind = "an integer" if integer else "a number"
+    is_number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if not is_number or (value <= low if open_low else value < low) or value > high:
+        bound = f"> {low}" if open_low else f">= {low}"
+        bound += "" if high == float("inf") else f" and <= {high}"
+        raise ConfigError(key, f"must be {kind} {bound}, got {value!r}")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    _number(cfg, "seed", 0, integer=True)
+    _number(cfg, "label_smoothing", 0, 0.999)
+    _number(cfg, "optimizer.lr", 0, open_low=True)
+    _number(cfg, "optimizer.weight_decay", 0)
+    _number(cfg, "optimizer.l1", 0)
+    _number(cfg, "optimizer.momentum", 0, 0.999)
+    _number(cfg, "data.batch_size", 1, integer=True)
+    _number(cfg, "data.channels", 1, integer=True)
+    _number(cfg, "data.image_size", 1, integer=True)
+    _number(cfg, "data.num_classes", 2, integer=True)
+    _number(cfg, "trainer.max_epochs", 1, integer=True)
+    class_names = OmegaConf.select(cfg, "data.class_names", default=None)
+    if class_names is not None and len(class_names) != cfg.data.num_classes:
+        raise ConfigError("data.class_names", f"has {len(class_names)} names for {cfg.data.num_classes} classes")
+    # Build the optimizer and schedule once on a dummy parameter: a wrong option fails here, not mid-run.
+    optimizer = build_optimizer([torch.zeros(1, requires_grad=True)], cfg.optimizer)
+    build_scheduler(optimizer, cfg.scheduler, total_steps=1000)
+
+
+def call_target(group: str, cfg: DictConfig | dict, **extra):
+    """Call the function or class a config group names with `_target_`, with the group's other keys as
+    arguments. Unlike hydra.utils.instantiate, a mistake comes back as one ConfigError naming the key."""
+    options = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    target = options.pop("_target_", None)
+    if not target:
+        raise ConfigError(f"{group}._target_", "missing: the config must name the function or class to build")
+    try:
+        builder = hydra.utils.get_method(target) if "." in target else None
+    except Exception as e:
+        raise ConfigError(f"{group}._target_", f"cannot import {target!r} ({e})") from None
+    if builder is None:
+        raise ConfigError(f"{group}._target_", f"{target!r} is not a dotted path such as package.module.function")
+    try:
+        return builder(**options, **extra)
+    except ConfigError as e:
+        raise e.under(group) from None
+    except TypeError as e:
+        raise ConfigError(group, f"{target} does not accept these options: {e}") from None
