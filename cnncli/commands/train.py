@@ -21,8 +21,11 @@ from cnncli.errors import ConfigError, reports_user_errors
 from cnncli.models import build_model
 from cnncli.plots import plot_curves
 
-# In-memory batches need no worker processes; Lightning's hint to add them is noise here.
+# Lightning hints that are noise here: in-memory batches need no worker processes, and the run folder
+# holds config.yaml before the CSV logger writes beside it.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 

@@ -1,0 +1,48 @@
+"""Shared helpers: the CLI is run as a user runs it, in a subprocess, from a scratch working directory."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# Fewer lines in captured output: no live progress bar when the CLI runs under a test.
+QUIET = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+
+
+def cnncli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["cnncli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
+
+
+def train(run_dir: Path, *overrides: str, cwd: Path | None = None) -> dict:
+    """A training run into run_dir that must succeed; returns its summary.json."""
+    result = cnncli("train", f"hydra.run.dir={run_dir}", *QUIET, *overrides, cwd=cwd or run_dir.parent)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """`cnncli train` exactly as the README runs it: no arguments, outputs under ./outputs/train/."""
+    cwd = tmp_path_factory.mktemp("default")
+    result = cnncli("train", cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (cwd / "outputs" / "train").iterdir()
+    (run_dir / "stdout.txt").write_text(result.stdout)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory) -> Path:
+    """A 3-epoch run, for tests that need a checkpoint but not a good model."""
+    run_dir = tmp_path_factory.mktemp("short") / "run"
+    train(run_dir, "trainer.max_epochs=3")
+    return run_dir

@@ -1,0 +1,82 @@
+"""The command line as a user meets it: help, dispatch, Hydra's flags, and one-line errors."""
+
+import pytest
+from conftest import cnncli
+from omegaconf import OmegaConf
+
+
+def test_help_lists_every_subcommand_with_one_line(tmp_path):
+    result = cnncli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert {"train", "eval"} <= set(lines)
+    assert "ckpt_path" in lines["eval"]
+
+
+def test_no_arguments_prints_help(tmp_path):
+    result = cnncli(cwd=tmp_path)
+    assert result.returncode == 0 and "subcommands:" in result.stdout
+
+
+def test_unknown_subcommand_is_refused(tmp_path):
+    result = cnncli("trian", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown subcommand 'trian'" in result.stderr and "train" in result.stderr
+
+
+def test_train_help_lists_groups_and_options(tmp_path):
+    result = cnncli("train", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "cnncli train" in result.stdout
+    for group in ("model:", "data:", "optimizer:", "scheduler:", "augmentation:", "trainer:", "callbacks:", "logger:"):
+        assert group in result.stdout
+    assert "lenet5, mlp" in result.stdout
+
+
+def test_cfg_job_prints_composed_config_with_data_interpolated_into_model(tmp_path):
+    result = cnncli("train", "model=mlp", "data.image_size=16", "--cfg", "job", "--resolve", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.model._target_ == "cnncli.models.mlp.mlp"
+    assert (cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes) == (1, 16, 10)
+    assert cfg.optimizer.name == "adam" and cfg.scheduler.name == "none"
+    assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
+
+
+def test_info_describes_the_config_search_path(tmp_path):
+    result = cnncli("train", "--info", "searchpath", cwd=tmp_path)
+    assert result.returncode == 0 and "Config search path" in result.stdout
+
+
+def test_unknown_group_option_gets_hydras_list_of_options(tmp_path):
+    result = cnncli("train", "model=lenet6", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/lenet6'" in result.stderr
+    assert "lenet5" in result.stderr and "mlp" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer.lr=-0.1", "optimizer.lr"),
+        ("optimizer.lr=fast", "optimizer.lr"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("model.variant=lenet4", "model.variant"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_key_exit_2(tmp_path, override, key):
+    result = cnncli("train", override, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: {key}:")
+    assert not list(tmp_path.glob("outputs/train/*/checkpoints"))  # nothing trained, nothing saved
+
+
+def test_unknown_activation_names_the_allowed_values(tmp_path):
+    result = cnncli("train", "model=mlp", "model.activation=swish", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: model.activation: 'swish' is not one of: relu, tanh, sigmoid, gelu, silu, elu, leaky_relu"
+    )
