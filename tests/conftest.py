@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # Fewer lines in captured output: no live progress bar when the CLI runs under a test.
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+QUIET = ["trainer.enable_progress_bar=false"]
 
 
 def cnncli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -22,9 +22,10 @@ def cnncli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -
     )
 
 
-def train(run_dir: Path, *overrides: str, cwd: Path | None = None) -> dict:
-    """A training run into run_dir that must succeed; returns its summary.json."""
-    result = cnncli("train", f"hydra.run.dir={run_dir}", *QUIET, *overrides, cwd=cwd or run_dir.parent)
+def train(run_dir: Path, *overrides: str, cwd: Path | None = None, flags: tuple[str, ...] = ()) -> dict:
+    """A training run into run_dir that must succeed; returns its summary.json. Hydra's own flags
+    (--config-dir DIR) go before the overrides."""
+    result = cnncli("train", *flags, f"hydra.run.dir={run_dir}", *QUIET, *overrides, cwd=cwd or run_dir.parent)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((run_dir / "summary.json").read_text())
 

@@ -120,6 +120,6 @@ def test_runs_on_a_two_class_subset_where_top5_is_clipped(tmp_path):
         "    def load(self):\n"
         "        return {s: (x[y < 2], y[y < 2]) for s, (x, y) in super().load().items()}\n"
     )
-    summary = train(tmp_path / "run", "--config-dir", str(tmp_path / "conf"), "data=two", "trainer.max_epochs=2",
-                    cwd=tmp_path)
+    summary = train(tmp_path / "run", "data=two", "trainer.max_epochs=2", cwd=tmp_path,
+                    flags=("--config-dir", str(tmp_path / "conf")))
     assert summary["final"]["val/acc5"] == 1.0 and summary["test"]["test/acc1"] > 0.9

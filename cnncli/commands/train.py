@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -49,9 +50,13 @@ class EpochHistory(L.Callback):
         self.rows[-1].update(metrics)
 
 
-def _build(group: str, cfg: DictConfig) -> list:
+def _build(group: str, cfg: DictConfig, skip: tuple[str, ...] = ()) -> list:
     """Lightning callbacks or loggers from `{name: {_target_: ..., ...} | null}`."""
-    return [call_target(f"{group}.{name}", options) for name, options in cfg.items() if options is not None]
+    return [
+        call_target(f"{group}.{name}", options)
+        for name, options in cfg.items()
+        if options is not None and name not in skip
+    ]
 
 
 def train(cfg: DictConfig) -> dict:
@@ -77,14 +82,16 @@ def train(cfg: DictConfig) -> dict:
         },
     )
     history = EpochHistory()
+    progress_bar = cfg.trainer.get("enable_progress_bar", True)
     try:
         trainer = L.Trainer(
             **cfg.trainer,
-            callbacks=[*_build("callbacks", cfg.callbacks), history],
+            # trainer.enable_progress_bar=false turns the progress bar callback off too
+            callbacks=[*_build("callbacks", cfg.callbacks, skip=() if progress_bar else ("progress_bar",)), history],
             logger=_build("logger", cfg.logger) or False,
             default_root_dir=run_dir,
         )
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, MisconfigurationException) as e:
         raise ConfigError("trainer", str(e).splitlines()[0]) from None
 
     started = time.perf_counter()
