@@ -1,0 +1,51 @@
+"""ConvNeXt (Liu et al., 2022): torchvision's convnext_tiny and convnext_small builders.
+
+A ResNet modernized step by step towards a vision transformer, at 224x224x3:
+
+    stage   kernel / units                                   output      tiny / small blocks
+    stem    96 @ 4x4, stride 4 ("patchify"); LayerNorm        56x56x96
+    1       blocks: 7x7 depthwise, LN, 1x1 x4 (GELU), 1x1      56x56x96    3 / 3
+    2       LN + 2x2 stride-2 conv, then blocks                28x28x192   3 / 3
+    3       same                                              14x14x384   9 / 27
+    4       same                                              7x7x768     3 / 3
+    head    global average pool, LayerNorm, 1000              1000        768*1000+1000
+
+A block of width c: 7*7*c+c (depthwise) + 2c (LN) + c*4c+4c + 4c*c+c (inverted bottleneck) + c (layer
+scale). Totals 28,589,128 / 50,223,688. The global average pool makes the head independent of the input
+size; the 4x4 stem and three 2x2 downsamplings need an input of at least 32x32 (one pixel left in stage 4).
+"""
+
+import torchvision
+from torch import nn
+
+from cnncli.errors import ConfigError
+from cnncli.models.common import check_input_size, with_in_channels
+
+MIN_IMAGE_SIZE = 32  # 4 * 2 * 2 * 2
+
+
+def _convnext(name: str, in_channels: int, num_classes: int, image_size: int, stochastic_depth_prob: float):
+    if not isinstance(stochastic_depth_prob, (int, float)) or not 0 <= stochastic_depth_prob < 1:
+        raise ConfigError("stochastic_depth_prob", f"must be a number in [0, 1), got {stochastic_depth_prob!r}")
+    check_input_size(name, image_size, MIN_IMAGE_SIZE)
+    model = getattr(torchvision.models, name)(
+        weights=None, num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob
+    )
+
+    def trunc_normal(weight):  # how torchvision initializes ConvNeXt's convs
+        nn.init.trunc_normal_(weight, std=0.02)
+
+    model.features[0][0] = with_in_channels(model.features[0][0], in_channels, init_weight=trunc_normal)
+    return model
+
+
+def convnext_tiny(
+    in_channels: int = 3, num_classes: int = 1000, image_size: int = 224, stochastic_depth_prob: float = 0.1
+) -> nn.Module:
+    return _convnext("convnext_tiny", in_channels, num_classes, image_size, stochastic_depth_prob)
+
+
+def convnext_small(
+    in_channels: int = 3, num_classes: int = 1000, image_size: int = 224, stochastic_depth_prob: float = 0.4
+) -> nn.Module:
+    return _convnext("convnext_small", in_channels, num_classes, image_size, stochastic_depth_prob)
