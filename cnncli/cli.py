@@ -12,7 +12,8 @@ from cnncli import __version__
 
 SUBCOMMANDS = {
     "train": "train a classifier (cnncli train model=lenet5 data=digits optimizer.lr=0.01)",
-    "eval": "evaluate a checkpoint on the test split (cnncli eval ckpt_path=PATH)",
+    "eval": "test a checkpoint: loss, top-1/top-5, per-class metrics, confusion matrix (cnncli eval ckpt_path=PATH)",
+    "params": "print a model's per-layer parameter and MAC table (cnncli params model=vgg16)",
 }
 
 USAGE = """usage: cnncli <subcommand> [overrides...] [--help] [--cfg job] [--info] [-m]
