@@ -1,5 +1,7 @@
 """The command line as a user meets it: help, dispatch, Hydra's flags, and one-line errors."""
 
+import json
+
 import pytest
 from conftest import cnncli
 from omegaconf import OmegaConf
@@ -80,3 +82,16 @@ def test_unknown_activation_names_the_allowed_values(tmp_path):
     assert result.stderr.strip() == (
         "error: model.activation: 'swish' is not one of: relu, tanh, sigmoid, gelu, silu, elu, leaky_relu"
     )
+
+
+def test_multirun_sweeps_every_combination_into_numbered_folders(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cnncli("train", "-m", "model=lenet5,mlp", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                    f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    models = {}
+    for run in sorted(sweep.glob("[0-9]")):
+        models[run.name] = json.loads((run / "summary.json").read_text())["model"]
+        assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "metrics.csv").is_file()
+    assert models == {"0": "cnncli.models.lenet.lenet5", "1": "cnncli.models.mlp.mlp"}
+    assert (sweep / "multirun.yaml").is_file()
