@@ -42,10 +42,13 @@ def evaluate(cfg: DictConfig) -> dict:
             f"data {data_cfg.get('name')!r} has {data_cfg.num_classes} classes; "
             f"the checkpoint's model predicts {run.data.num_classes}"
         )
-    # Other data is converted to the channels and size the network was trained on.
-    data_cfg = OmegaConf.merge(data_cfg, {"channels": run.data.channels, "image_size": run.data.image_size})
-    # The run's own normalization statistics: evaluation sees exactly what training saw.
-    datamodule = call_target("data", data_cfg, normalization=stored["normalization"])
+    # Other data is converted to the channels and size the network was trained on, and normalized with the
+    # run's own statistics: evaluation sees exactly what training saw.
+    data_cfg = OmegaConf.merge(
+        data_cfg,
+        {"channels": run.data.channels, "image_size": run.data.image_size, "normalization": stored["normalization"]},
+    )
+    datamodule = call_target("data", data_cfg)
     datamodule.batch_size = cfg.batch_size
     datamodule.setup("test")
     model = build_model(run.model, trust_code=cfg.trust_model_code)

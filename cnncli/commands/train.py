@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnncli import __version__, config_dir
+from cnncli.augment import build_augmentation
 from cnncli.classifier import ImageClassifier
 from cnncli.config import call_target, validate_train_config
 from cnncli.errors import ConfigError, reports_user_errors
@@ -63,7 +64,8 @@ def train(cfg: DictConfig) -> dict:
     validate_train_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = call_target("data", cfg.data)
+    augment = build_augmentation(cfg.augmentation, cfg.data.image_size)
+    datamodule = call_target("data", cfg.data, augment=augment)
     model = build_model(cfg.model)
     datamodule.setup("fit")
     run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -74,6 +76,7 @@ def train(cfg: DictConfig) -> dict:
         optimizer=cfg.optimizer,
         scheduler=cfg.scheduler,
         label_smoothing=cfg.label_smoothing,
+        class_weights=datamodule.class_weights,
         metadata={
             "config": run_config,
             "class_names": datamodule.class_names,

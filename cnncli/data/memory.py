@@ -6,16 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from cnncli.data.common import check_labels, class_weights
 from cnncli.errors import ConfigError
-
-SPLITS = ("train", "val", "test")
 
 
 class TensorImages(Dataset):
     """uint8 images [N, C, H, W] and int64 labels [N]; `__getitems__` makes DataLoader fetch whole batches."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
-        self.images, self.labels = images, labels
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, augment=None):
+        self.images, self.labels, self.augment = images, labels, augment
         self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
 
     def __len__(self) -> int:
@@ -24,6 +23,8 @@ class TensorImages(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
         images = self.images[index].float().div_(255)
+        if self.augment is not None:  # one random draw per image
+            images = torch.stack([self.augment(image) for image in images])
         return images.sub_(self.mean).div_(self.std), self.labels[index]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,11 +65,16 @@ class InMemoryImageData(L.LightningDataModule):
         class_names: list[str],
         batch_size: int = 64,
         normalization: dict | None = None,
+        class_weights: str | list[float] | None = None,
+        augment=None,
     ):
         super().__init__()
         self.name, self.channels, self.image_size = name, channels, image_size
         self.num_classes, self.class_names, self.batch_size = num_classes, list(class_names), batch_size
         self.normalization = normalization  # {"mean": [...], "std": [...]}; None: computed on train
+        self.class_weights_setting = class_weights
+        self.class_weights: torch.Tensor | None = None  # loss weights, known after setup()
+        self.augment = augment  # a transform of one float image, for the training split (cnncli/augment.py)
         self.splits: dict[str, TensorImages] = {}
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -79,6 +85,9 @@ class InMemoryImageData(L.LightningDataModule):
         if self.splits:
             return
         raw = {split: (fit_images(x, self.channels, self.image_size), y) for split, (x, y) in self.load().items()}
+        for split, (_, labels) in raw.items():
+            check_labels(labels, self.num_classes, f"{self.name} {split} split")
+        self.class_weights = class_weights(self.class_weights_setting, raw["train"][1], self.num_classes)
         if self.normalization is None:
             train = raw["train"][0].float().div_(255)
             self.normalization = {
@@ -86,7 +95,10 @@ class InMemoryImageData(L.LightningDataModule):
                 "std": train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
             }
         mean, std = (torch.tensor(self.normalization[k]) for k in ("mean", "std"))
-        self.splits = {split: TensorImages(x, y, mean, std) for split, (x, y) in raw.items()}
+        self.splits = {
+            split: TensorImages(x, y, mean, std, self.augment if split == "train" else None)
+            for split, (x, y) in raw.items()
+        }
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=_whole_batch)

@@ -1,0 +1,57 @@
+"""Training-time augmentation from conf/augmentation: torchvision.transforms.v2 on float images in [0, 1],
+one image at a time so each gets its own random draw. Applied to the training split only."""
+
+from omegaconf import DictConfig
+from torchvision.transforms import v2
+
+from cnncli.errors import ConfigError
+
+
+def _fraction(cfg: DictConfig, key: str, high: float = 1.0) -> float:
+    value = cfg.get(key) or 0.0
+    if not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise ConfigError(f"augmentation.{key}", f"must be a number in [0, {high}], got {value!r}")
+    return float(value)
+
+
+def _pair(cfg: DictConfig, key: str) -> tuple[float, float] | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if len(value) != 2 or not 0 < value[0] <= value[1]:
+        raise ConfigError(f"augmentation.{key}", f"must be [low, high] with 0 < low <= high, got {list(value)}")
+    return float(value[0]), float(value[1])
+
+
+def build_augmentation(cfg: DictConfig | None, image_size: int) -> v2.Compose | None:
+    """The random transforms a config asks for, in the usual order (crop, affine, flip, colour, erase);
+    None when it asks for none. (Saturation and hue leave 1-channel images unchanged, as in PIL.)"""
+    if cfg is None:
+        return None
+    steps = []
+    crop_scale = _pair(cfg, "random_resized_crop")
+    if crop_scale:
+        steps.append(v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True))
+    padding = cfg.get("crop_padding") or 0
+    if not isinstance(padding, int) or padding < 0:
+        raise ConfigError("augmentation.crop_padding", f"must be an integer >= 0 (pixels), got {padding!r}")
+    if padding:
+        steps.append(v2.RandomCrop(image_size, padding=padding))
+    degrees = _fraction(cfg, "rotate", high=180)
+    translate = _fraction(cfg, "translate", high=0.5)
+    scale = _pair(cfg, "scale")
+    if degrees or translate or scale:
+        steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None, scale=scale))
+    hflip = _fraction(cfg, "hflip")
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    jitter = cfg.get("color_jitter")
+    if jitter:
+        try:
+            steps.append(v2.ColorJitter(**jitter))
+        except (TypeError, ValueError) as e:
+            raise ConfigError("augmentation.color_jitter", str(e)) from None
+    erasing = _fraction(cfg, "random_erasing")
+    if erasing:
+        steps.append(v2.RandomErasing(erasing))
+    return v2.Compose(steps) if steps else None
