@@ -66,7 +66,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "checkpoint": str(cfg.ckpt_path),
         "data": data_cfg.get("name"),
         "samples": len(labels),
-        "test/loss": F.cross_entropy(logits, labels).item(),
+        # the loss as training measured it: weighted when the run used class weights
+        "test/loss": F.cross_entropy(logits, labels, weight=checkpoint["state_dict"].get("class_weights")).item(),
         "test/acc1": multiclass_accuracy(logits, labels, num_classes=n, top_k=1, average="micro").item(),
         "test/acc5": multiclass_accuracy(logits, labels, num_classes=n, top_k=min(5, n), average="micro").item(),
         "per_class": {str(name): {m: per_class[m][i] for m in per_class} | {"support": int(matrix[i].sum())}
