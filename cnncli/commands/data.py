@@ -1,0 +1,67 @@
+"""cnncli data show: a PNG grid of training images after augmentation, labelled, as the network sees them
+(before normalization, which is undone for display)."""
+
+import math
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from cnncli import config_dir
+from cnncli.augment import build_augmentation
+from cnncli.config import call_target
+from cnncli.errors import reports_user_errors
+from cnncli.plots import plt
+
+ACTIONS = {"show": "write a PNG grid of augmented training images with their labels"}
+
+
+def show(cfg: DictConfig) -> Path:
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = call_target("data", cfg.data, augment=build_augmentation(cfg.augmentation, cfg.data.image_size))
+    datamodule.setup("fit")
+    images, labels = [], []
+    for batch_images, batch_labels in datamodule.train_dataloader():
+        images.append(batch_images)
+        labels.append(batch_labels)
+        if sum(map(len, labels)) >= cfg.count:
+            break
+    images, labels = torch.cat(images)[: cfg.count], torch.cat(labels)[: cfg.count]
+    mean, std = (torch.tensor(datamodule.normalization[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    images = (images * std + mean).clamp(0, 1)
+
+    columns = min(8, len(images))
+    rows = math.ceil(len(images) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels):
+        picture = image.permute(1, 2, 0).numpy()
+        ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(datamodule.class_names[label], fontsize=8)
+    fig.suptitle(f"{cfg.data.name}, augmentation={cfg.augmentation.name}, {cfg.data.image_size}px", fontsize=10)
+    fig.tight_layout()
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    print(out)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="data_show")
+@reports_user_errors
+def _show(cfg: DictConfig) -> None:
+    show(cfg)
+
+
+def main() -> None:
+    action = sys.argv[1] if len(sys.argv) > 1 else None
+    if action not in ACTIONS:
+        print(f"usage: cnncli data show [overrides...]\n  show  {ACTIONS['show']}", file=sys.stderr)
+        sys.exit(0 if action in ("-h", "--help") else 2)
+    sys.argv = [f"{sys.argv[0]} {action}", *sys.argv[2:]]
+    _show()
