@@ -1,0 +1,41 @@
+"""`cnncli train model=<any> data=digits trainer.fast_dev_run=true`, in-process for speed: every model of
+the zoo that accepts 32x32 digits takes a real training step (forward, loss, backward, optimizer step) and
+a validation step through the same LightningModule and Trainer settings as `cnncli train`."""
+
+import warnings
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from cnncli import config_dir
+from cnncli.classifier import ImageClassifier
+from cnncli.config import call_target
+from cnncli.errors import ConfigError
+from cnncli.models import build_model
+
+MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_training_step_on_digits(name, tmp_path):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", "data=digits", "data.batch_size=4"])
+    try:
+        model = build_model(cfg.model)
+    except ConfigError as error:  # refused before training, with the minimum size (tested in test_models.py)
+        assert error.key == "model.image_size"
+        return
+    data = call_target("data", cfg.data)
+    data.setup("fit")
+    before = [p.detach().clone() for p in model.parameters()]
+    classifier = ImageClassifier(model, num_classes=10, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
+    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(classifier, datamodule=data)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert "val/acc1" in trainer.callback_metrics
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert changed >= len(before) // 2  # the optimizer step moved the weights
