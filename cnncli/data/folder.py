@@ -1,0 +1,343 @@
+"""Image folders on disk, read with torchvision's ImageFolder conventions (one folder per class, files with
+one of torchvision's IMG_EXTENSIONS, everything else ignored) and a worker DataLoader. Configs:
+conf/data/imagefolder.yaml (any folder) and conf/data/chestxray.yaml (the chest X-ray pneumonia set).
+
+Layouts (`root` is the data.root folder):
+  <root>/train/<class>/<files>  plus optional <root>/val/... and <root>/test/...  (split folders)
+  <root>/<class>/<files>                                                        (no split folders)
+A split that has no folder is carved out of the training images, stratified by class and fixed by
+`split_seed`: test takes `test_fraction`, val `val_fraction` (fractions of the training images plus any
+merged val images). A val folder with fewer than `min_val_size` images is merged into train and a new val
+split is carved. Carving uses the file listing only, so train and eval carve the same test split.
+
+Each image: PIL open -> "L" (channels 1) or "RGB" (channels 3) -> resize to image_size x image_size
+(`stretch`, or `center_crop`: shorter side to image_size, centre square) -> float tensor in [0, 1] ->
+`augment` (train only) -> normalize with statistics of the training split. JPEGs are decoded at a reduced
+scale when that still covers image_size (PIL's draft mode: about 3x faster on large X-ray images).
+
+Every file a stage needs is checked once at setup (`check_images`): `full` decodes it (about 3 s per
+1,000 large 1500x1200 JPEGs, spread over threads), `header` only opens it (0.1 s per 1,000; a file whose
+data is damaged then stops the run when the loader reaches it, still as one line naming the file). An
+unreadable file stops the run with one line naming it, or with `skip_corrupt: true` is left out and counted
+in a warning.
+"""
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.transforms import v2
+
+from cnncli.data.common import SPLITS, check_fraction, class_weights, stratified_split
+from cnncli.errors import ConfigError, UserError, check_choice
+
+log = logging.getLogger(__name__)
+
+RESIZE = ("stretch", "center_crop")
+CHECKS = ("full", "header")
+MODES = {1: "L", 3: "RGB"}
+# the splits each Lightning stage reads; fit also checks test, so a bad test image stops the run before training
+STAGE_SPLITS = {"fit": SPLITS, "validate": ("val",), "test": ("test",), "predict": ("test",), None: SPLITS}
+
+
+class UnreadableImage(UserError):
+    """An image file PIL cannot read: one line naming the file, exit 1.
+
+    Raised in a DataLoader worker, torch re-raises it in the main process as `UnreadableImage(text)` where
+    text is "Caught UnreadableImage in DataLoader worker process 0. Original Traceback ..."; the constructor
+    keeps only the original one-line message from that text."""
+
+    def __init__(self, message: str):
+        marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+        if "Original Traceback" in message:
+            lines = [line for line in message.splitlines() if line.startswith(marker)]
+            if lines:
+                message = lines[-1][len(marker):]
+        super().__init__(message)
+
+
+def load_image(path: str, mode: str, size: int) -> Image.Image:
+    """The file as a PIL image in `mode`; a JPEG is decoded at the smallest scale that still covers size x size."""
+    try:
+        with Image.open(path) as image:
+            image.draft(mode, (size, size))
+            return image.convert(mode)
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... depending on the format
+        raise UnreadableImage(f"unreadable image file {path}: {_reason(e, path)}") from None
+
+
+def check_header(path: str) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as e:
+        raise UnreadableImage(f"unreadable image file {path}: {_reason(e, path)}") from None
+
+
+def _reason(e: Exception, path: str) -> str:
+    """PIL's message on one line, without the path it sometimes repeats."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text.replace(f" '{path}'", "").replace(f" {path}", "")
+
+
+class ImageFiles(Dataset):
+    """(path, label) samples -> (float image [C, S, S], label), augmented then normalized when given."""
+
+    def __init__(self, samples: list[tuple[str, int]], mode: str, size: int, resize: str, augment=None, normalize=None):
+        self.samples, self.mode, self.size = samples, mode, size
+        fit = [v2.Resize((size, size), antialias=True)]
+        if resize == "center_crop":
+            fit = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+        self.transform = v2.Compose([*fit, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
+        self.augment, self.normalize = augment, normalize
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        image = self.transform(load_image(path, self.mode, self.size))
+        if self.augment is not None:
+            image = self.augment(image)
+        if self.normalize is not None:
+            image = self.normalize(image)
+        return image, label
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """Sorted names of the class folders (hidden ones, such as .ipynb_checkpoints, are not classes)."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith((".", "__MACOSX")))
+
+
+def _names(labels: list[int], class_names: list[str]) -> str:
+    return ", ".join(class_names[i] for i in sorted(set(labels)))
+
+
+class ImageFolderData(L.LightningDataModule):
+    """Image folders on disk with the interface of InMemoryImageData (cnncli/data/memory.py): class_names,
+    normalization and class_weights are known after setup()."""
+
+    def __init__(
+        self,
+        name: str,
+        channels: int,
+        image_size: int,
+        num_classes: int,
+        root: str | None = None,
+        class_names: list[str] | None = None,
+        batch_size: int = 32,
+        normalization: dict | None = None,
+        class_weights: str | list[float] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        min_val_size: int = 0,
+        split_seed: int = 0,
+        resize: str = "stretch",
+        num_workers: int = 2,
+        normalization_samples: int = 2000,
+        check_images: str = "full",
+        skip_corrupt: bool = False,
+        augment=None,
+    ):
+        super().__init__()
+        if root in (None, "", "???"):
+            raise ConfigError("root", "required: the folder of the images, e.g. data.root=path/to/images")
+        if num_classes in (None, "???"):
+            raise ConfigError("num_classes", "required: the number of class folders (the model is built for it)")
+        check_choice("channels", channels, tuple(MODES))
+        check_choice("resize", resize, RESIZE)
+        check_choice("check_images", check_images, CHECKS)
+        for key, value, low in (("num_workers", num_workers, 0), ("min_val_size", min_val_size, 0),
+                                ("normalization_samples", normalization_samples, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(key, f"must be an integer >= {low}, got {value!r}")
+        self.val_fraction = check_fraction("val_fraction", val_fraction)
+        self.test_fraction = check_fraction("test_fraction", test_fraction)
+        if val_fraction + test_fraction >= 1:
+            raise ConfigError("val_fraction", "val_fraction + test_fraction must leave a training split")
+        if normalization is not None:
+            if set(normalization) != {"mean", "std"} or any(len(normalization[k]) != channels for k in normalization):
+                raise ConfigError("normalization", f"must be null or {{mean: [...], std: [...]}} ({channels} values)")
+            if min(normalization["std"]) <= 0:
+                raise ConfigError("normalization", "std values must be > 0")
+            normalization = {k: [float(x) for x in normalization[k]] for k in ("mean", "std")}
+        self.name, self.channels, self.image_size, self.num_classes = name, channels, image_size, num_classes
+        self.root, self.batch_size = Path(root).expanduser(), batch_size
+        self.split_seed, self.min_val_size = split_seed, min_val_size
+        self.class_names = [str(c) for c in class_names] if class_names is not None else None  # None: folder names
+        self.normalization = normalization  # {"mean": [...], "std": [...]}; None: computed on train in setup()
+        self.class_weights_setting = class_weights
+        self.class_weights: torch.Tensor | None = None  # loss weights, known after setup("fit")
+        self.resize, self.num_workers, self.normalization_samples = resize, num_workers, normalization_samples
+        self.check_images, self.skip_corrupt = check_images, skip_corrupt
+        self.augment = augment
+        self.merged_note = ""  # set when a small val folder is merged into train
+        self.samples: dict[str, list[tuple[str, int]]] | None = None  # the file listing, before the image check
+        self.checked: dict[str, list[tuple[str, int]]] = {}  # readable samples of each checked split
+        self.splits: dict[str, ImageFiles] = {}  # the Dataset of each split set up, as in memory.py
+
+    # ---- setup ---------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        needed = STAGE_SPLITS.get(stage, SPLITS)
+        if all(split in self.splits for split in needed):
+            return
+        if self.samples is None:
+            self.samples = self._list_files()
+            if self.merged_note and "val" in needed:
+                log.info(self.merged_note)
+        if self.normalization is None or stage in ("fit", None):
+            needed = tuple(dict.fromkeys(("train", *needed)))
+        self._check([split for split in needed if split not in self.checked])
+        if "train" in self.checked and self.class_weights is None:
+            labels = torch.tensor([label for _, label in self.checked["train"]])
+            self.class_weights = class_weights(self.class_weights_setting, labels, self.num_classes)
+        if self.normalization is None:
+            self.normalization = self._statistics(self.checked["train"])
+        normalize = v2.Normalize(self.normalization["mean"], self.normalization["std"])
+        for split in needed:
+            self.splits[split] = ImageFiles(self.checked[split], MODES[self.channels], self.image_size, self.resize,
+                                              self.augment if split == "train" else None, normalize)
+
+    def _list_files(self) -> dict[str, list[tuple[str, int]]]:
+        root = self.root
+        if not root.is_dir():
+            raise UserError(f"data.root: {'not a folder' if root.exists() else 'no such folder'}: {root}")
+        split_dirs = {split: root / split for split in SPLITS if (root / split).is_dir()}
+        if split_dirs and "train" not in split_dirs:
+            raise UserError(f"{root}: has {'/'.join(split_dirs)} folders but no train folder")
+        class_root = split_dirs.get("train", root)
+        classes = _class_folders(class_root)
+        if not classes:
+            raise UserError(f"{class_root}: no class folders (expected <root>/<class>/<images> "
+                            "or <root>/train|val|test/<class>/<images>)")
+        if self.class_names is not None and classes != self.class_names:
+            raise UserError(f"{class_root}: class folders {classes} differ from data.class_names {self.class_names}")
+        if len(classes) != self.num_classes:
+            raise UserError(f"{class_root}: {len(classes)} class folders {classes}, "
+                            f"but data.num_classes={self.num_classes}")
+        self.class_names = classes
+        index = {name: i for i, name in enumerate(classes)}
+        found = {}
+        for split, folder in (split_dirs or {"train": root}).items():
+            unknown = sorted(set(_class_folders(folder)) - set(classes))
+            if unknown:
+                raise UserError(f"{folder}: class folder(s) {unknown} not among the training classes {classes}")
+            found[split] = make_dataset(str(folder), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+            present = {label for _, label in found[split]}
+            for name in _class_folders(folder):
+                if index[name] not in present:
+                    raise UserError(f"{folder / name}: empty class folder "
+                                    f"(no file ending in {', '.join(IMG_EXTENSIONS)})")
+        return self._carve(found)
+
+    def _carve(self, found: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
+        """train, val and test: the missing ones (and a val under min_val_size) carved from train."""
+        pool = found["train"]
+        val = found.get("val")
+        if val is not None and len(val) < self.min_val_size:
+            self.merged_note = (f"val split: {len(val)} images < data.min_val_size={self.min_val_size}: merged into "
+                                f"train, a {self.val_fraction:.0%} val split carved")
+            pool, val = pool + val, None
+        total, splits = len(pool), {"val": val, "test": found.get("test")}
+        for split in ("test", "val"):
+            if splits[split] is None:
+                # sklearn carves ceil(fraction * n): ask for half an image less, so float rounding never adds one
+                size = math.ceil(getattr(self, f"{split}_fraction") * total - 1e-9)
+                labels = torch.tensor([label for _, label in pool])
+                try:
+                    kept, carved = stratified_split(labels, (size - 0.5) / len(pool), self.split_seed)
+                except UserError as e:
+                    reason = str(e).split(": ", 1)[-1]  # sklearn's reason, without common.py's own preamble
+                    raise UserError(f"{self.root}: cannot carve a {split} split of {size} image(s) "
+                                    f"stratified by class: {reason}") from None
+                splits[split] = [pool[i] for i in sorted(carved.tolist())]
+                pool = [pool[i] for i in sorted(kept.tolist())]
+        return {"train": pool, **splits}
+
+    def _check(self, splits: list[str]) -> None:
+        """Every file of these splits readable (check_images), or left out with skip_corrupt; class checks."""
+        check = check_header if self.check_images == "header" else (
+            lambda path: load_image(path, MODES[self.channels], self.image_size))
+        skipped = []
+        # threads: PIL decodes without holding the GIL
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            for split in splits:
+                samples = self.samples[split]
+                errors = list(pool.map(lambda sample: _error(check, sample[0]), samples))
+                bad = [e for e in errors if e is not None]
+                if bad and not self.skip_corrupt:
+                    more = f" (and {len(bad) - 1} more; data.skip_corrupt=true leaves them out)" if len(bad) > 1 else ""
+                    raise UnreadableImage(f"{bad[0]}{more}")
+                skipped += bad
+                self.checked[split] = [s for s, e in zip(samples, errors) if e is None]
+                self._check_classes(split, self.checked[split])
+        if skipped:
+            log.warning("skipped %d unreadable image file(s) (data.skip_corrupt=true), first: %s",
+                        len(skipped), skipped[0])
+
+    def _check_classes(self, split: str, samples: list[tuple[str, int]]) -> None:
+        labels = [label for _, label in samples]
+        where = f"{self.root} {split} split"
+        if not labels:
+            raise UserError(f"{where}: no images")
+        if len(set(labels)) < 2:
+            only = _names(labels, self.class_names)
+            raise UserError(f"{where}: only class {only} has images; a split needs two or more")
+        if split == "train" and len(set(labels)) < self.num_classes:
+            missing = [name for i, name in enumerate(self.class_names) if i not in set(labels)]
+            raise UserError(f"{where}: no training images of class {', '.join(missing)}")
+
+    def _statistics(self, samples: list[tuple[str, int]]) -> dict[str, list[float]]:
+        """Per-channel mean and std (as torch.std: n - 1) of up to normalization_samples training images,
+        as the model sees them (converted and resized, before augmentation)."""
+        if len(samples) > self.normalization_samples:
+            generator = torch.Generator().manual_seed(self.split_seed)
+            pick = torch.randperm(len(samples), generator=generator)[: self.normalization_samples].sort().values
+            samples = [samples[i] for i in pick.tolist()]
+        loader = self._loader(ImageFiles(samples, MODES[self.channels], self.image_size, self.resize), persistent=False)
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        squares, count = torch.zeros_like(total), 0
+        for images, _ in loader:
+            images = images.double()
+            total += images.sum(dim=(0, 2, 3))
+            squares += images.square().sum(dim=(0, 2, 3))
+            count += images.numel() // self.channels
+        mean = total / count
+        std = ((squares - count * mean.square()) / max(count - 1, 1)).clamp_min(0).sqrt().clamp_min(1e-6)
+        return {"mean": mean.tolist(), "std": std.tolist()}
+
+    # ---- loaders -------------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, shuffle: bool = False, persistent: bool = True) -> DataLoader:
+        workers = min(self.num_workers, math.ceil(len(dataset) / self.batch_size))  # no idle worker processes
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=persistent and workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["train"], shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["val"])
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["test"])
+
+
+def _error(check, path: str) -> str | None:
+    try:
+        check(path)
+    except UnreadableImage as e:
+        return str(e)
+    return None
