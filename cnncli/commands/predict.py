@@ -1,0 +1,120 @@
+"""cnncli predict: the top-k classes of image files, preprocessed exactly as the run evaluated its test split
+(channels, resize, the run's normalization), from a checkpoint or an exported ONNX file."""
+
+import csv
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+
+from cnncli import config_dir
+from cnncli.checkpoint import load_checkpoint, model_state_dict
+from cnncli.data.folder import ImageFiles, UnreadableImage
+from cnncli.errors import UserError, reports_user_errors
+from cnncli.models import build_model
+
+
+def image_files(inputs: list[str]) -> list[Path]:
+    """The files named, and the image files found (recursively, sorted) in the folders named."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        elif item.exists():
+            files.append(item)
+        else:
+            raise UserError(f"no such file or folder: {item}")
+    if not files:
+        raise UserError(f"no image files in {', '.join(inputs)}")
+    return files
+
+
+class CheckpointModel:
+    """A checkpoint's network with what predicting needs: input shape, normalization, class names."""
+
+    def __init__(self, path: str, trust_code: bool):
+        checkpoint = load_checkpoint(path)
+        stored = checkpoint["cnncli"]
+        run = OmegaConf.create(stored["config"])
+        self.model = build_model(run.model, trust_code=trust_code).eval()
+        self.model.load_state_dict(model_state_dict(checkpoint))
+        self.channels, self.image_size = run.data.channels, run.data.image_size
+        self.resize = run.data.get("resize", "stretch")
+        self.mean, self.std = stored["normalization"]["mean"], stored["normalization"]["std"]
+        self.class_names = [str(name) for name in stored["class_names"]]
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+def predict(cfg: DictConfig) -> list[dict]:
+    if (cfg.ckpt_path is None) == (cfg.model_file is None):
+        raise UserError("give exactly one of ckpt_path=PATH (a checkpoint) or model_file=PATH (an .onnx file)")
+    if cfg.top_k < 1:
+        raise UserError(f"top_k: must be >= 1, got {cfg.top_k}")
+    inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+    files = image_files(inputs)
+    if cfg.ckpt_path is not None:
+        model = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
+    else:
+        from cnncli.commands.export import OnnxModel
+
+        model = OnnxModel(cfg.model_file)
+    # the evaluation preprocessing: the data pipeline of image folders, with the run's statistics
+    dataset = ImageFiles([(str(f), -1) for f in files], {1: "L", 3: "RGB"}[model.channels], model.image_size,
+                         model.resize, normalize=v2.Normalize(model.mean, model.std))
+    images, readable, failures = [], [], []
+    for i, path in enumerate(files):
+        try:
+            images.append(dataset[i][0])
+            readable.append(path)
+        except UnreadableImage as e:
+            failures.append((path, str(e)))
+    rows = []
+    k = min(cfg.top_k, len(model.class_names))
+    for start in range(0, len(images), cfg.batch_size):
+        probabilities = model.logits(torch.stack(images[start : start + cfg.batch_size])).softmax(dim=1)
+        top = probabilities.topk(k, dim=1)
+        for path, values, indices in zip(readable[start : start + cfg.batch_size], top.values, top.indices):
+            rows.append({"path": str(path), "top": [(model.class_names[c], p) for c, p in zip(indices.tolist(), values.tolist())]})
+    _print(rows, failures)
+    if cfg.output:
+        with open(cfg.output, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "rank", "class", "probability"])
+            for row in rows:
+                for rank, (name, p) in enumerate(row["top"], 1):
+                    writer.writerow([row["path"], rank, name, f"{p:.6f}"])
+        print(f"wrote {cfg.output}")
+    if failures:
+        print(f"error: {len(failures)} of {len(files)} files could not be read (listed above)", file=sys.stderr)
+        sys.exit(1)
+    return rows
+
+
+def _print(rows: list[dict], failures: list[tuple[Path, str]]) -> None:
+    console = Console(soft_wrap=True)  # paths printed whole, never wrapped
+    for row in rows:
+        console.print(row["path"], highlight=False)
+        table = Table()
+        table.add_column("rank", justify="right")
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        for rank, (name, p) in enumerate(row["top"], 1):
+            table.add_row(str(rank), name, f"{p:.4f}")
+        console.print(table)
+    for path, reason in failures:
+        console.print(f"[red]not predicted[/red] {reason}", highlight=False)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
+@reports_user_errors
+def main(cfg: DictConfig) -> None:
+    predict(cfg)

@@ -1,0 +1,60 @@
+"""cnncli predict on image files reproduces what eval measures on the same test images."""
+
+import csv
+import json
+
+import pytest
+from conftest import cnncli
+from PIL import Image
+
+from cnncli.data.digits import DigitsDataModule
+
+
+@pytest.fixture(scope="module")
+def test_pngs(tmp_path_factory):
+    """The digits test split as PNG files in <label>/<n>.png: the 32x32 images the run tested on."""
+    folder = tmp_path_factory.mktemp("pngs")
+    data = DigitsDataModule(name="digits", channels=1, image_size=32, num_classes=10, class_names=list("0123456789"))
+    data.setup()
+    split = data.splits["test"]
+    for n, (image, label) in enumerate(zip(split.images, split.labels)):
+        (folder / str(int(label))).mkdir(exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(folder / str(int(label)) / f"{n}.png")
+    return folder
+
+
+def test_predict_on_the_test_pngs_reproduces_eval_accuracy(short_run, test_pngs, tmp_path):
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+    evaluation = cnncli("eval", f"ckpt_path={ckpt}", f"out={tmp_path}", cwd=tmp_path)
+    assert evaluation.returncode == 0, evaluation.stderr
+    accuracy = json.loads((tmp_path / "eval.json").read_text())["test/acc1"]
+    result = cnncli("predict", f"ckpt_path={ckpt}", f"inputs=[{test_pngs}]", "top_k=3",
+                    f"output={tmp_path / 'preds.csv'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "preds.csv")))
+    assert len(rows) == 270 * 3
+    first = [r for r in rows if r["rank"] == "1"]
+    correct = sum(r["path"].split("/")[-2] == r["class"] for r in first)
+    assert correct / 270 == pytest.approx(accuracy, abs=1e-6)  # eval.json holds a float32
+    probabilities = [float(r["probability"]) for r in rows[:3]]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+    assert "rank" in result.stdout and "probability" in result.stdout
+
+
+def test_unreadable_files_are_listed_the_others_predicted_exit_1(short_run, test_pngs, tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    rgb = tmp_path / "rgb.png"
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(rgb)  # wrong channels and size: converted
+    digit = next((test_pngs / "3").iterdir())
+    result = cnncli("predict", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+                    f"inputs=[{digit},{rgb},{tmp_path / 'notes.png'}]", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "notes.png" in result.stdout and "1 of 3 files could not be read" in result.stderr
+    assert str(digit) in result.stdout and str(rgb) in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_input_is_one_line(short_run, tmp_path):
+    result = cnncli("predict", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+                    f"inputs=[{tmp_path / 'nope.png'}]", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
