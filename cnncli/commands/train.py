@@ -62,6 +62,8 @@ def _build(group: str, cfg: DictConfig, skip: tuple[str, ...] = ()) -> list:
 
 def train(cfg: DictConfig) -> dict:
     validate_train_config(cfg)
+    if cfg.data.get("root"):  # stored absolute, so the checkpoint can be evaluated from any folder
+        cfg.data.root = str(Path(cfg.data.root).resolve())
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     augment = build_augmentation(cfg.augmentation, cfg.data.image_size)
