@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnncli.optim import build_optimizer, build_scheduler
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
+SPLITS = ("train", "val", "test")
 
 
 class ImageClassifier(L.LightningModule):
@@ -37,7 +38,13 @@ class ImageClassifier(L.LightningModule):
                 "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
             }
         )
-        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        # Metrics accumulate over an epoch and are logged once at its end: a self.log per step costs more than
+        # LeNet-5's forward pass. torchmetrics also gathers them across processes under DDP.
+        # (keys get a suffix: nn.Module has a method named `train`)
+        self.metrics = nn.ModuleDict({f"{split}_metrics": metrics.clone(prefix=f"{split}/") for split in SPLITS})
+        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
+        self.history: list[dict] = []  # one row of epoch metrics per training epoch: curves.png, summary.json
+        self._val_epoch: tuple[int, dict] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -47,15 +54,22 @@ class ImageClassifier(L.LightningModule):
         outputs = self.model(images)
         logits, aux_logits = (outputs[0], outputs[1:]) if isinstance(outputs, (tuple, list)) else (outputs, ())
         loss = F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.losses[f"{split}_loss"].update(loss.detach(), weight=len(labels))
+        self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
         if aux_logits:
             loss = loss + AUX_LOSS_WEIGHT * sum(F.cross_entropy(aux, labels) for aux in aux_logits if aux is not None)
         if self.l1 and split == "train":
             loss = loss + self.l1 * sum(p.abs().sum() for name, p in self.model.named_parameters() if "weight" in name)
-        metrics = self.metrics[f"{split}_metrics"]
-        metrics.update(logits.detach(), labels)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=len(labels))
         return loss
+
+    def _log_epoch(self, split: str) -> dict[str, float]:
+        """Log the split's epoch metrics (cross-entropy as in the loss, top-1, top-5) and start afresh."""
+        loss, metrics = self.losses[f"{split}_loss"], self.metrics[f"{split}_metrics"]
+        values = {f"{split}/loss": loss.compute(), **metrics.compute()}
+        loss.reset()
+        metrics.reset()
+        self.log_dict(values, prog_bar=split == "val")
+        return {k: float(v) for k, v in values.items()}
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -65,6 +79,22 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch("val")
+        if not self.trainer.sanity_checking:
+            self._val_epoch = (self.current_epoch, values)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def on_train_epoch_end(self) -> None:
+        # Validation of this epoch has run by now (Lightning validates before the train epoch ends).
+        row = {"epoch": self.current_epoch, **self._log_epoch("train")}
+        if self._val_epoch and self._val_epoch[0] == self.current_epoch:
+            row.update(self._val_epoch[1])
+        row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.history.append(row)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cnncli"] = self.metadata

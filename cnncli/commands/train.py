@@ -31,26 +31,6 @@ warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
-class EpochHistory(L.Callback):
-    """One row of epoch-level metrics per epoch: for curves.png and summary.json."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def on_validation_epoch_end(self, trainer, module):
-        if not trainer.sanity_checking:
-            self._record(trainer)
-
-    def on_train_epoch_end(self, trainer, module):
-        self._record(trainer)
-
-    def _record(self, trainer):
-        if not self.rows or self.rows[-1]["epoch"] != trainer.current_epoch:
-            self.rows.append({"epoch": trainer.current_epoch})
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
-        self.rows[-1].update(metrics)
-
-
 def _build(group: str, cfg: DictConfig, skip: tuple[str, ...] = ()) -> list:
     """Lightning callbacks or loggers from `{name: {_target_: ..., ...} | null}`."""
     return [
@@ -86,13 +66,12 @@ def train(cfg: DictConfig) -> dict:
             "cnncli_version": __version__,
         },
     )
-    history = EpochHistory()
     progress_bar = cfg.trainer.get("enable_progress_bar", True)
     try:
         trainer = L.Trainer(
             **cfg.trainer,
             # trainer.enable_progress_bar=false turns the progress bar callback off too
-            callbacks=[*_build("callbacks", cfg.callbacks, skip=() if progress_bar else ("progress_bar",)), history],
+            callbacks=_build("callbacks", cfg.callbacks, skip=() if progress_bar else ("progress_bar",)),
             logger=_build("logger", cfg.logger) or False,
             default_root_dir=run_dir,
         )
@@ -114,16 +93,16 @@ def train(cfg: DictConfig) -> dict:
         "model": cfg.model._target_,
         "data": cfg.data.get("name"),
         "params": sum(p.numel() for p in model.parameters()),
-        "epochs": len(history.rows),
+        "epochs": len(classifier.history),
         "wall_time_s": round(time.perf_counter() - started, 2),
         "best_checkpoint": best_path,
-        "best": _best_row(history.rows, checkpoint),
-        "final": history.rows[-1] if history.rows else {},
+        "best": _best_row(classifier.history, checkpoint),
+        "final": classifier.history[-1] if classifier.history else {},
         "test": test,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if history.rows:
-        plot_curves(history.rows, run_dir / "curves.png")
+    if classifier.history:
+        plot_curves(classifier.history, run_dir / "curves.png")
     _print_summary(summary)
     return summary
 
