@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "params": "print a model's per-layer parameter and MAC table (cnncli params model=vgg16)",
     "predict": "the top-k classes of image files (cnncli predict ckpt_path=PATH inputs=[img.png,folder/])",
     "data": "show a data set's training images after augmentation (cnncli data show augmentation=strong)",
+    "export": "export to ONNX, TorchScript or torch.export, verified (cnncli export ckpt_path=PATH format=onnx)",
 }
 
 USAGE = """usage: cnncli <subcommand> [overrides...] [--help] [--cfg job] [--info] [-m]
