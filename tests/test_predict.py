@@ -58,3 +58,16 @@ def test_missing_input_is_one_line(short_run, tmp_path):
     result = cnncli("predict", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
                     f"inputs=[{tmp_path / 'nope.png'}]", cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
+
+
+def test_predict_from_an_exported_onnx_file_matches_the_checkpoint(short_run, test_pngs, tmp_path):
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+    exported = cnncli("export", f"ckpt_path={ckpt}", "format=onnx", f"out={tmp_path}/", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    outputs = {}
+    for name, source in (("ckpt", f"ckpt_path={ckpt}"), ("onnx", f"model_file={tmp_path / 'model.onnx'}")):
+        result = cnncli("predict", source, f"inputs=[{test_pngs}]", "top_k=1", f"output={tmp_path / name}.csv",
+                        cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        outputs[name] = [(r["path"], r["class"]) for r in csv.DictReader(open(tmp_path / f"{name}.csv"))]
+    assert outputs["onnx"] == outputs["ckpt"] and len(outputs["onnx"]) == 270

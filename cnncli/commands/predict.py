@@ -2,6 +2,7 @@
 (channels, resize, the run's normalization), from a checkpoint or an exported ONNX file."""
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -54,6 +55,30 @@ class CheckpointModel:
         return self.model(images)
 
 
+class OnnxModel:
+    """A file from `cnncli export format=onnx`, run by onnxruntime, fed as its embedded metadata says."""
+
+    def __init__(self, path: str):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError("model_file needs onnxruntime: pip install 'cnncli[export]'") from None
+        if not Path(path).is_file():
+            raise UserError(f"model file not found: {path}")
+        try:
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+            meta = json.loads(self.session.get_modelmeta().custom_metadata_map["cnncli"])
+        except Exception as e:
+            raise UserError(f"{path} is not an ONNX file written by cnncli export ({str(e).splitlines()[0]})") from None
+        self.channels, self.image_size = meta["channels"], meta["image_size"][0]
+        self.resize = meta.get("resize", "stretch")
+        self.mean, self.std, self.class_names = meta["mean"], meta["std"], meta["class_names"]
+        self.input_name = meta["input_name"]
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: images.numpy()})[0])
+
+
 def predict(cfg: DictConfig) -> list[dict]:
     if (cfg.ckpt_path is None) == (cfg.model_file is None):
         raise UserError("give exactly one of ckpt_path=PATH (a checkpoint) or model_file=PATH (an .onnx file)")
@@ -64,8 +89,6 @@ def predict(cfg: DictConfig) -> list[dict]:
     if cfg.ckpt_path is not None:
         model = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
     else:
-        from cnncli.commands.export import OnnxModel
-
         model = OnnxModel(cfg.model_file)
     # the evaluation preprocessing: the data pipeline of image folders, with the run's statistics
     dataset = ImageFiles([(str(f), -1) for f in files], {1: "L", 3: "RGB"}[model.channels], model.image_size,
