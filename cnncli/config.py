@@ -9,7 +9,7 @@ from cnncli.errors import ConfigError
 from cnncli.optim import build_optimizer, build_scheduler
 
 
-def _number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), *, integer=False, open_low=False):
+def check_number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), *, integer=False, open_low=False):
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return
@@ -22,17 +22,17 @@ def _number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), *
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    _number(cfg, "seed", 0, integer=True)
-    _number(cfg, "label_smoothing", 0, 0.999)
-    _number(cfg, "optimizer.lr", 0, open_low=True)
-    _number(cfg, "optimizer.weight_decay", 0)
-    _number(cfg, "optimizer.l1", 0)
-    _number(cfg, "optimizer.momentum", 0, 0.999)
-    _number(cfg, "data.batch_size", 1, integer=True)
-    _number(cfg, "data.channels", 1, integer=True)
-    _number(cfg, "data.image_size", 1, integer=True)
-    _number(cfg, "data.num_classes", 2, integer=True)
-    _number(cfg, "trainer.max_epochs", 1, integer=True)
+    check_number(cfg, "seed", 0, integer=True)
+    check_number(cfg, "label_smoothing", 0, 0.999)
+    check_number(cfg, "optimizer.lr", 0, open_low=True)
+    check_number(cfg, "optimizer.weight_decay", 0)
+    check_number(cfg, "optimizer.l1", 0)
+    check_number(cfg, "optimizer.momentum", 0, 0.999)
+    check_number(cfg, "data.batch_size", 1, integer=True)
+    check_number(cfg, "data.channels", 1, integer=True)
+    check_number(cfg, "data.image_size", 1, integer=True)
+    check_number(cfg, "data.num_classes", 2, integer=True)
+    check_number(cfg, "trainer.max_epochs", 1, integer=True)
     class_names = OmegaConf.select(cfg, "data.class_names", default=None)
     if class_names is not None and len(class_names) != cfg.data.num_classes:
         raise ConfigError("data.class_names", f"has {len(class_names)} names for {cfg.data.num_classes} classes")

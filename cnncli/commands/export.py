@@ -34,7 +34,7 @@ from torch import nn
 
 from cnncli import __version__, config_dir
 from cnncli.checkpoint import load_checkpoint, model_state_dict
-from cnncli.config import _number, call_target
+from cnncli.config import call_target, check_number
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 from cnncli.models import build_model
 
@@ -304,12 +304,12 @@ def output_path(out, ckpt_path: Path, suffix: str) -> Path:
 
 def _validate(cfg: DictConfig) -> None:
     check_choice("format", cfg.format, list(FORMATS))
-    _number(cfg, "atol", 0)
-    _number(cfg, "min_top1_agreement", 0, 1)
-    _number(cfg, "batch_size", 1, integer=True)
-    _number(cfg, "test_images", 0, integer=True)
-    _number(cfg, "random_images", 1, integer=True)
-    _number(cfg, "opset", 7, integer=True)
+    check_number(cfg, "atol", 0)
+    check_number(cfg, "min_top1_agreement", 0, 1)
+    check_number(cfg, "batch_size", 1, integer=True)
+    check_number(cfg, "test_images", 0, integer=True)
+    check_number(cfg, "random_images", 1, integer=True)
+    check_number(cfg, "opset", 7, integer=True)
     if not isinstance(cfg.dynamic_batch, bool):
         raise ConfigError("dynamic_batch", f"must be true or false, got {cfg.dynamic_batch!r}")
     if cfg.opset is not None and cfg.format != "onnx":
