@@ -240,12 +240,13 @@ def test_missing_onnxruntime_names_the_package(tmp_path):
 
 
 def test_onnx_is_imported_only_by_export():
-    """`cnncli train` (and every other subcommand) never imports onnx: only commands/export.py names it, and
-    importing that module does not import it either (it is imported inside the functions that need it)."""
+    """`cnncli train` (and every other subcommand) never imports onnx: only commands/export.py and
+    commands/predict.py (for model_file=*.onnx) name it, and importing them does not import it either (it is
+    imported inside the functions that need it)."""
     package = Path(__file__).resolve().parent.parent / "cnncli"
     naming = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "import onnx" in p.read_text())
-    assert naming == ["commands/export.py"]
-    code = ("import sys, cnncli.cli, cnncli.commands.export; "
+    assert naming == ["commands/export.py", "commands/predict.py"]
+    code = ("import sys, cnncli.cli, cnncli.commands.export, cnncli.commands.predict; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'onnx', 'onnxruntime', 'onnxscript'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr[-2000:]
