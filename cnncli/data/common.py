@@ -25,7 +25,8 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
-    """Labels in [0, num_classes) and, for a training split, more than one class present."""
+    """A split holds images and its labels lie in [0, num_classes). (The one-class check lives in each
+    data module, which knows which of its splits must hold every class.)"""
     if len(labels) == 0:
         raise UserError(f"{where}: no images")
     low, high = int(labels.min()), int(labels.max())
