@@ -17,6 +17,10 @@ SUBCOMMANDS = {
     "predict": "the top-k classes of image files (cnncli predict ckpt_path=PATH inputs=[img.png,folder/])",
     "data": "show a data set's training images after augmentation (cnncli data show augmentation=strong)",
     "export": "export to ONNX, TorchScript or torch.export, verified (cnncli export ckpt_path=PATH format=onnx)",
+    "leaderboard": "one table of every run of a sweep or outputs folder (cnncli leaderboard outputs/multirun/DATE)",
+    "tune": "hyperparameter search with Optuna: SQLite study, pruning, best.yaml (cnncli tune hparams_search=lr_wd)",
+    "viz": "feature maps, filters, CAM/Grad-CAM, occlusion of a trained model (cnncli viz cam ckpt_path=P image=F)",
+    "compare": "overlay the val curves of several runs in one PNG (cnncli compare RUN_DIR RUN_DIR ...)",
 }
 
 USAGE = """usage: cnncli <subcommand> [overrides...] [--help] [--cfg job] [--info] [-m]
