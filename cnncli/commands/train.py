@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> dict:
 
     started = time.perf_counter()
     trainer.fit(classifier, datamodule=datamodule)
-    checkpoint = trainer.checkpoint_callback
+    checkpoint, early_stopping = trainer.checkpoint_callback, trainer.early_stopping_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
     test = {}
     if cfg.test and not trainer.interrupted:
@@ -99,6 +99,9 @@ def train(cfg: DictConfig) -> dict:
         "best": _best_row(classifier.history, checkpoint),
         "final": classifier.history[-1] if classifier.history else {},
         "test": test,
+        # the epoch early stopping ended the run at (null: it ran to max_epochs or was interrupted)
+        "stopped_early_at": early_stopping.stopped_epoch if early_stopping and early_stopping.stopped_epoch else None,
+        "history": classifier.history,  # one row per epoch: train/val loss, acc1, acc5, lr
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if classifier.history:
