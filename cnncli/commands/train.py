@@ -139,5 +139,10 @@ def _print_summary(summary: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 @reports_user_errors
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """The Hydra task: one run (called once per job in a multirun)."""
     train(cfg)
+
+
+def main() -> None:
+    run()
