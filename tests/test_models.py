@@ -47,6 +47,7 @@ PARAMETER_TOTALS = [
     ("lenet5-paper", lenet.lenet5, native(1, 10, 32, variant="paper"), 60_000),
     ("alexnet", alexnet.alexnet, native(3, 1000, 227), 62_378_344),
     ("alexnet-two_tower", alexnet.alexnet, native(3, 1000, 227, variant="two_tower"), 60_965_224),
+    ("alexnet-bn", alexnet.alexnet, native(3, 1000, 227, batch_norm=True), 62_378_344 + 2_752),
     ("alexnet-torchvision", alexnet.alexnet, native(3, 1000, 224, variant="torchvision"), 61_100_840),
     ("zfnet", alexnet.zfnet, IMAGENET, 62_357_608),
     ("vgg11", vgg.vgg11, IMAGENET, 132_863_336),
@@ -245,6 +246,8 @@ def test_bad_options_name_the_key():
         alexnet.alexnet(variant="three_tower")
     with pytest.raises(ConfigError, match="batch_norm"):
         vgg.vgg16(batch_norm="yes")
+    with pytest.raises(ConfigError, match="batch_norm: true only for the variants"):
+        alexnet.alexnet(variant="torchvision", batch_norm=True)
     with pytest.raises(ConfigError, match="dropout"):
         nin.nin(dropout=1.5)
     with pytest.raises(ConfigError, match="aux_logits"):

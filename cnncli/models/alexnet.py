@@ -19,6 +19,8 @@ AlexNet, default variant `single_tower`: the 2012 layer sizes on one device, at 
 variant `two_tower`: the paper's two-GPU network. conv2, conv4 and conv5 only see the maps of their own
 tower (groups=2), which halves their weights: (5*5*48)*256+256 = 307,456, (3*3*192)*384+384 = 663,936,
 (3*3*192)*256+256 = 442,624; total 60,965,224. Response normalization also runs per tower.
+`batch_norm=true` (the course's lab, not the paper): BatchNorm2d after each of the five convs instead of the
+response normalization, 2 * (96+256+384+384+256) = 2,752 more parameters.
 variant `torchvision`: torchvision's layout (64-192-384-256-256, no LRN), 61,100,840.
 
 ZFNet (`zfnet`): AlexNet with a 7x7 stride-2 conv1 and a stride-2 conv2, at 224x224x3; pools round up
@@ -45,8 +47,8 @@ import torch
 import torchvision
 from torch import nn
 
-from cnncli.errors import check_choice
-from cnncli.models.common import check_dropout, check_input_size, with_in_channels
+from cnncli.errors import ConfigError, check_choice
+from cnncli.models.common import check_dropout, check_flag, check_input_size, with_in_channels
 
 VARIANTS = ("single_tower", "two_tower", "torchvision")
 # the smallest inputs the convs and pools leave a map of at least 1x1 for (searched on the meta device)
@@ -59,30 +61,37 @@ def alexnet(
     image_size: int = 227,
     variant: str = "single_tower",
     dropout: float = 0.5,
+    batch_norm: bool = False,
 ) -> nn.Module:
     check_choice("variant", variant, VARIANTS)
     check_dropout(dropout)
+    check_flag("batch_norm", batch_norm)
     check_input_size(f"alexnet ({variant})", image_size, MIN_IMAGE_SIZE[variant])
+    if variant == "torchvision" and batch_norm:
+        raise ConfigError("batch_norm", "true only for the variants single_tower and two_tower")
     if variant == "torchvision":
         model = torchvision.models.alexnet(weights=None, num_classes=num_classes, dropout=dropout)
         model.features[0] = with_in_channels(model.features[0], in_channels)
         return model
     towers = 2 if variant == "two_tower" else 1
+
+    def conv(in_maps: int, out_maps: int, **options) -> list[nn.Module]:
+        """conv, BatchNorm when batch_norm=true, ReLU"""
+        norm = [nn.BatchNorm2d(out_maps)] if batch_norm else []
+        return [nn.Conv2d(in_maps, out_maps, **options), *norm, nn.ReLU(inplace=True)]
+
+    # batch_norm=true (the course's lab): BatchNorm after every conv, in place of the response normalization
+    lrn = [] if batch_norm else [TowerLRN(towers)]
     features = nn.Sequential(
-        nn.Conv2d(in_channels, 96, kernel_size=11, stride=4),  # conv1: each tower sees all input channels
-        nn.ReLU(inplace=True),
-        TowerLRN(towers),
+        *conv(in_channels, 96, kernel_size=11, stride=4),  # conv1: each tower sees all input channels
+        *lrn,
         nn.MaxPool2d(3, stride=2),  # overlapping pooling (3 > 2): the paper's choice, it overfits less
-        nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=towers),  # conv2
-        nn.ReLU(inplace=True),
-        TowerLRN(towers),
+        *conv(96, 256, kernel_size=5, padding=2, groups=towers),  # conv2
+        *lrn,
         nn.MaxPool2d(3, stride=2),
-        nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: the one conv that crosses the towers
-        nn.ReLU(inplace=True),
-        nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=towers),  # conv4
-        nn.ReLU(inplace=True),
-        nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=towers),  # conv5
-        nn.ReLU(inplace=True),
+        *conv(256, 384, kernel_size=3, padding=1),  # conv3: the one conv that crosses the towers
+        *conv(384, 384, kernel_size=3, padding=1, groups=towers),  # conv4
+        *conv(384, 256, kernel_size=3, padding=1, groups=towers),  # conv5
         nn.MaxPool2d(3, stride=2),
     )
     model = AlexNetLike(features, num_classes, dropout)
