@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from report import emit
 
 from cnncli import config_dir
 from cnncli.commands.train import train
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each loop, interleaved; the median counts")
     parser.add_argument("--profile", action="store_true", help="cProfile one cnncli epoch (progress bar off)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--json", type=Path, help="also write the markdown and headline figures here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,19 +159,24 @@ def main() -> None:
         for name, run in loops.items():
             rates[name] += run()
 
-    print(f"\nLeNet-5, 60,000 x 28x28x1 uint8 images, batch {args.batch_size}, Adam; {args.repeats} x {args.epochs} "
-          f"timed epochs, each run after 1 warm-up epoch; {torch.get_num_threads()} CPU threads, torch "
-          f"{torch.__version__}; load average before/after: {load_before} / {os.getloadavg()[0]:.2f}\n")
-    print("| loop | images/s, median epoch | images/s, best epoch | images per CPU-s, median | ratio (median) "
-          "| ratio (best) | ratio (CPU) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    base = None
+    lines = [
+        f"LeNet-5, 60,000 x 28x28x1 uint8 images, batch {args.batch_size}, Adam; {args.repeats} x {args.epochs} "
+        f"timed epochs, each run after 1 warm-up epoch; {torch.get_num_threads()} CPU threads, torch "
+        f"{torch.__version__}; load average before/after: {load_before} / {os.getloadavg()[0]:.2f}",
+        "",
+        "| loop | images/s, median epoch | images/s, best epoch | images per CPU-s, median | ratio (median) "
+        "| ratio (best) | ratio (CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base, headline = None, {}
     for name, values in rates.items():
         wall = [w for w, _ in values]
         row = statistics.median(wall), max(wall), statistics.median([c for _, c in values])
         base = base or row
-        print(f"| {name} | {row[0]:,.0f} | {row[1]:,.0f} | {row[2]:,.0f} | "
-              + " | ".join(f"{r / b:.3f}" for r, b in zip(row, base)) + " |")
+        ratios = [r / b for r, b in zip(row, base)]
+        lines.append(f"| {name} | {row[0]:,.0f} | {row[1]:,.0f} | {row[2]:,.0f} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
+        headline[f"ratio_median {name}"] = round(ratios[0], 3)
+    emit("\n".join(lines), headline, args.json)
 
     if args.profile:
         TrainTimer.profile = cProfile.Profile()

@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from report import emit
 
 from cnncli.commands.export import export_model, without_aux_heads
 from cnncli.models.lenet import lenet5
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="timed calls per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the throughput measurement")
+    parser.add_argument("--json", type=Path, help="also write the markdown and headline figures here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -109,15 +111,19 @@ def main() -> None:
                       flush=True)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, "
-          f"torch {torch.__version__}, onnxruntime {ort.__version__}, load average {load:.2f}; "
-          f"median of {args.runs} runs after {args.warmup} warm-up\n")
-    print(f"| model | backend | batch 1 latency (ms) | vs eager | batch {args.batch} (images/s) | vs eager "
-          f"| max abs diff |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    lines = [
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, "
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, load average {load:.2f}; "
+        f"median of {args.runs} runs after {args.warmup} warm-up",
+        "",
+        f"| model | backend | batch 1 latency (ms) | vs eager | batch {args.batch} (images/s) | vs eager | max abs diff |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for model, backend, latency, ratio, throughput, tratio, diff in rows:
-        print(f"| {model} | {backend} | {latency:.2f} | {ratio:.2f}x | {throughput:.0f} | {tratio:.2f}x | {diff:.1e} |")
-
+        lines.append(f"| {model} | {backend} | {latency:.2f} | {ratio:.2f}x | {throughput:.0f} | {tratio:.2f}x | {diff:.1e} |")
+    headline = {f"onnxruntime_vs_eager_batch1 {model}": round(ratio, 2)
+                for model, backend, _, ratio, *_ in rows if backend == "onnxruntime"}
+    emit("\n".join(lines), headline, args.json)
 
 if __name__ == "__main__":
     main()

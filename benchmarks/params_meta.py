@@ -17,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from report import emit
 
 MODELS = ["lenet5", "vgg19", "resnet152", "convnext_small"]
 
@@ -49,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=MODELS)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the markdown and headline figures here")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as cwd:
@@ -65,15 +69,22 @@ def main() -> None:
                 "rss_mib": max(r[1] for r in runs) / 1024,
             })  # fmt: skip
     base = results[0]
-    print(f"`cnncli params model=M format=json`, median wall time and largest peak RSS of {args.repeats} runs "
-          f"each (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)\n")  # fmt: skip
-    print("| model | params | MACs | built on | float32 weights | wall time | x lenet5 | peak RSS | x lenet5 |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    lines = [
+        f"`cnncli params model=M format=json`, median wall time and largest peak RSS of {args.repeats} runs "
+        f"each (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)",
+        "",
+        "| model | params | MACs | built on | float32 weights | wall time | x lenet5 | peak RSS | x lenet5 |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        print(f"| {r['model']} | {r['params']:,} | {_si(r['macs'])} | {r['device']} | "
-              f"{r['weights_mib']:,.1f} MiB | {r['wall']:.2f} s | {r['wall'] / base['wall']:.2f} | "
-              f"{r['rss_mib']:,.1f} MiB | {r['rss_mib'] / base['rss_mib']:.2f} |")  # fmt: skip
-
+        lines.append(f"| {r['model']} | {r['params']:,} | {_si(r['macs'])} | {r['device']} | "
+                     f"{r['weights_mib']:,.1f} MiB | {r['wall']:.2f} s | {r['wall'] / base['wall']:.2f} | "
+                     f"{r['rss_mib']:,.1f} MiB | {r['rss_mib'] / base['rss_mib']:.2f} |")  # fmt: skip
+    headline = {
+        "largest_wall_ratio_to_lenet5": round(max(r["wall"] for r in results) / base["wall"], 2),
+        "largest_rss_increase_mib": round(max(r["rss_mib"] for r in results) - base["rss_mib"], 1),
+    }
+    emit("\n".join(lines), headline, args.json)
 
 if __name__ == "__main__":
     main()

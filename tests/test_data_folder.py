@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import QUIET, cnncli, train
+from formats import make_split
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -16,34 +17,6 @@ from cnncli import config_dir
 from cnncli.config import call_target
 from cnncli.data.folder import ImageFiles, UnreadableImage
 from cnncli.errors import UserError
-
-
-def make_images(folder, count, kind="gray_jpeg", size=(40, 30), level=None, seed=0):
-    """`count` random images: grayscale JPEGs or RGB PNGs, of `size` (w, h); level: mean brightness 0..255."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        shape = (size[1], size[0]) if kind == "gray_jpeg" else (size[1], size[0], 3)
-        low = 0 if level is None else max(level - 40, 0)
-        high = 256 if level is None else min(level + 40, 256)
-        pixels = rng.integers(low, high, shape, dtype=np.uint8)
-        path = folder / (f"{i:03d}.jpeg" if kind == "gray_jpeg" else f"{i:03d}.png")
-        Image.fromarray(pixels, "L" if kind == "gray_jpeg" else "RGB").save(path)
-        paths.append(path)
-    return paths
-
-
-def make_split(root, counts: dict[str, int], mix=True, **kw):
-    """<root>/<class>/ images per class: half grayscale JPEG, half RGB PNG when mix."""
-    for c, (name, n) in enumerate(counts.items()):
-        jpegs = n // 2 if mix else n
-        make_images(root / name, jpegs, "gray_jpeg", seed=c, **kw)
-        if n - jpegs:
-            pngs = make_images(root / name / "png", n - jpegs, "rgb_png", seed=c + 100, **kw)
-            for p in pngs:  # next to the JPEGs, names not clashing
-                p.rename(root / name / f"rgb_{p.name}")
-            (root / name / "png").rmdir()
 
 
 def datamodule(*overrides, data="imagefolder", augment=None, stage="fit"):

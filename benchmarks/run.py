@@ -1,0 +1,132 @@
+"""Every benchmark of the project, one after another, into benchmarks/RESULTS.md.
+
+    python benchmarks/run.py [--quick] [--only NAME ...] [--out benchmarks/RESULTS.md]
+
+Each benchmark is its own script (run here in a fresh process, with the arguments listed below) that measures
+its baseline in the same run: a figure is always a ratio against that baseline, so results from different
+machines compare by their ratios. RESULTS.md gets the machine, the goals the issues set with the measured
+figure and whether it is met, then each benchmark's table and the command that reproduces it.
+`--quick` runs every benchmark with fewer repeats (a smoke run of this script; its figures are noisier).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+HERE = Path(__file__).parent
+# name: (script and arguments, arguments for --quick, what it measures)
+BENCHMARKS = {
+    "throughput": (["data_throughput.py", "--repeats", "3"], ["--repeats", "1", "--epochs", "1"],
+                            "`cnncli train` vs a plain PyTorch loop, LeNet-5 on 60,000 MNIST-shaped images (issue 4)"),
+    "time-to-accuracy": (["time_to_accuracy.py", "--repeats", "3"], ["--repeats", "1"],
+                         "`cnncli train` vs a plain script, LeNet-5 on digits to >= 97% test top-1 (issue 9)"),
+    "startup": (["startup.py", "--repeats", "5"], ["--repeats", "1"],
+                 "start-up time and the heavy packages each command imports (issue 9)"),
+    "params": (["params_meta.py", "--repeats", "3"], ["--repeats", "1"],
+                                  "`cnncli params` time and memory for big models vs LeNet-5 (issue 3)"),
+    "inference": (["inference_latency.py"], ["--runs", "5", "--warmup", "2"],
+                          "exported models: onnxruntime and TorchScript vs PyTorch eager (issue 5)"),
+    "ddp": (["ddp_scaling.py", "--repeats", "2"], ["--repeats", "1"],
+                    "`cnncli train trainer=ddp_cpu` (2 processes) vs 1 process (issue 8)"),
+}
+# (benchmark, headline key, goal text, test of the value)
+GOALS = [
+    ("throughput", "ratio_median cnncli train (enable_progress_bar=false)", ">= 0.9", lambda v: v >= 0.9),
+    ("throughput", "ratio_median cnncli train (defaults: rich progress bar)", ">= 0.9", lambda v: v >= 0.9),
+    ("time-to-accuracy", "time_to_accuracy_ratio", "<= 1.15", lambda v: v <= 1.15),
+    ("time-to-accuracy", "both_reached_accuracy", "true", lambda v: v is True),
+    ("startup", "import_goals_met", "true (params: no Lightning; train: no onnx)", lambda v: v is True),
+    ("params", "largest_rss_increase_mib", "< 50 MiB over lenet5", lambda v: v < 50),
+    ("ddp", "speedup_2_processes", "> 1 (2 processes faster than 1)", lambda v: v > 1),
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        memory = "RAM unknown"
+    packages = ", ".join(f"{name} {_version(name)}" for name in ("torch", "lightning", "torchvision", "onnxruntime"))
+    return (f"{cpu}, {os.cpu_count()} CPUs, {memory}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}; {packages}")
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except Exception:
+        return "not installed"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run, noisier figures")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME", help="run only these")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    chosen = args.only or list(BENCHMARKS)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
+    results, sections = {}, []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in chosen:
+            script, quick, what = BENCHMARKS[name]
+            command = [sys.executable, str(HERE / script[0]), *(quick if args.quick else script[1:])]
+            out = Path(folder) / f"{script[0]}.json"
+            print(f"== {name}: {' '.join(command[1:])}", flush=True)
+            began = time.perf_counter()
+            run = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            took = time.perf_counter() - began
+            shown = "python benchmarks/" + " ".join([script[0], *(quick if args.quick else script[1:])])
+            if run.returncode != 0 or not out.exists():
+                print(run.stderr[-2000:], file=sys.stderr)
+                sections.append(f"## {name}\n\n{what}. `{shown}` **failed** (exit {run.returncode}):\n\n"
+                                f"```\n{run.stderr.strip()[-1500:]}\n```\n")
+                continue
+            results[name] = json.loads(out.read_text())
+            print(results[name]["markdown"], flush=True)
+            sections.append(f"## {name}\n\n{what}. `{shown}` ({took:.0f} s)\n\n{results[name]['markdown']}\n")
+
+    goal_rows = []
+    for name, key, goal, met in GOALS:
+        if name not in results:
+            continue
+        value = results[name]["headline"].get(key)
+        verdict = "not measured" if value is None else ("met" if met(value) else "**not met**")
+        goal_rows.append(f"| {name} | {key} | {value} | {goal} | {verdict} |")
+    text = "\n".join([
+        "# cnncli benchmarks",
+        "",
+        f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` on "
+        f"{started:%Y-%m-%d %H:%M} UTC (load average at start: {load}).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "## Goals",
+        "",
+        "| benchmark | figure | measured | goal | |",
+        "|---|---|---:|---|---|",
+        *goal_rows,
+        "",
+        *sections,
+    ])
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

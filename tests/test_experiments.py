@@ -1,0 +1,114 @@
+"""The course's labs as one-line experiments (conf/experiment/*.yaml): each composes into a valid run, and
+each trains for a few batches on generated files in its data set's real format, through the CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import QUIET, cnncli
+from formats import make_split, write_cifar, write_mnist, write_signs
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from cnncli import config_dir
+from cnncli.config import validate_train_config
+from cnncli.models import build_model
+
+EXPERIMENTS = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
+# what each lab is: model builder, data module, optimizer, scheduler (the header comment says why)
+LABS = {
+    "digits_quick": ("lenet.lenet5", "digits.DigitsDataModule", "adam", "none"),
+    "lenet5_mnist": ("lenet.lenet5", "mnist.MNISTData", "adam", "none"),
+    "mlp_fashion_mnist": ("mlp.mlp", "mnist.FashionMNISTData", "adam", "none"),
+    "alexnet_chestxray": ("alexnet.alexnet", "folder.ImageFolderData", "adam", "plateau"),
+    "simple_cnn_signs": ("simple_cnn.simple_cnn", "hdf5.HDF5Data", "sgd", "none"),
+    "vgg16_finetune": ("vgg.vgg16", "folder.ImageFolderData", "sgd", "none"),
+    "nin_cifar10": ("nin.nin", "cifar.CIFAR10Data", "sgd", "multistep"),
+    "resnet20_cifar10": ("resnet.resnet20", "cifar.CIFAR10Data", "sgd", "multistep"),
+}
+# Every request goes to a closed local port: a download attempt would fail at once.
+OFFLINE = {key: "http://127.0.0.1:9" for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_the_labs_are_all_there():
+    assert EXPERIMENTS == sorted(LABS)
+
+
+@pytest.mark.parametrize("name", sorted(LABS))
+def test_experiment_composes_into_a_valid_run_and_states_its_result(name):
+    text = (config_dir() / "experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_\n")
+    header = text[: text.index("defaults:")]
+    assert "cnncli train experiment=" + name in header  # how to run it
+    assert "\n# Result: " in header  # what the lab (or paper) reports, or why it is not measured here
+    cfg = composed(f"experiment={name}")
+    model, data, optimizer, scheduler = LABS[name]
+    assert (cfg.model._target_, cfg.data._target_) == (f"cnncli.models.{model}", f"cnncli.data.{data}")
+    assert (cfg.optimizer.name, cfg.scheduler.name) == (optimizer, scheduler)
+    validate_train_config(cfg)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.pop("pretrained", None)  # no download here: the builder alone, on the meta device
+    with torch.device("meta"):
+        net = build_model(model_cfg)
+        logits = net(torch.empty(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
+    assert logits.shape == (2, cfg.data.num_classes)
+
+
+def test_the_papers_schedules_are_kept():
+    resnet = composed("experiment=resnet20_cifar10")
+    assert list(resnet.scheduler.milestones) == [91, 136] and resnet.trainer.max_epochs == 182
+    assert resnet.optimizer.weight_decay == 1e-4 and resnet.augmentation.name == "cifar"
+    assert resnet.callbacks.early_stopping is None
+    xray = composed("experiment=alexnet_chestxray")
+    assert xray.model.batch_norm is True and xray.data.class_weights == "auto" and xray.data.image_size == 227
+
+
+def test_digits_quick_is_the_default_run_and_reaches_its_stated_accuracy(default_run):
+    """`cnncli train experiment=digits_quick` composes exactly the config of plain `cnncli train`, so the
+    README's default run (the session fixture) is a digits_quick run: its accuracy is the lab's."""
+    assert composed("experiment=digits_quick") == composed()
+    header = (config_dir() / "experiment" / "digits_quick.yaml").read_text()
+    assert ">= 96% test top-1" in header
+    summary = json.loads((default_run / "summary.json").read_text())
+    assert summary["test"]["test/acc1"] >= 0.96
+
+
+def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
+    """One multirun over the labs, on one data folder holding every format: MNIST and Fashion-MNIST IDX files,
+    CIFAR-10 batches, the hand-signs .h5 files, and a chest X-ray style split folder (also the image folder of
+    the VGG16 fine-tuning lab, which runs on random weights here: no download)."""
+    root = tmp_path / "data"
+    write_mnist(root, "MNIST")
+    write_mnist(root, "FashionMNIST")
+    write_cifar(root)
+    write_signs(root)
+    make_split(root / "train", {"NORMAL": 6, "PNEUMONIA": 10}, mix=True, size=(90, 80))
+    make_split(root / "test", {"NORMAL": 2, "PNEUMONIA": 2}, mix=True, size=(90, 80))
+    labs = [name for name in sorted(LABS) if name != "digits_quick"]  # the default run covers that one
+    sweep = tmp_path / "sweep"
+    result = cnncli(
+        "train", "-m", f"experiment={','.join(labs)}", f"data.root={root}", f"hydra.sweep.dir={sweep}",
+        "data.batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "model.pretrained=false", *QUIET,
+        cwd=tmp_path, env=OFFLINE,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = {}
+    for run in sweep.iterdir():
+        if (run / ".hydra").is_dir():
+            overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+            experiment = next(o.split("=", 1)[1] for o in overrides if o.startswith("experiment="))
+            runs[experiment] = json.loads((run / "summary.json").read_text())
+    assert sorted(runs) == labs
+    for name, summary in runs.items():
+        assert summary["status"] == "completed", name
+        assert summary["model"] == f"cnncli.models.{LABS[name][0]}", name
+        assert summary["epochs"] == 1 and 0 <= summary["test"]["test/acc1"] <= 1, name
+        assert Path(summary["best_checkpoint"]).is_file(), name
