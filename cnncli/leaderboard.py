@@ -1,0 +1,170 @@
+"""One table of every run under a folder (a multirun sweep, a `cnncli tune` study, a whole outputs/): each
+run's overrides, best val top-1, test top-1/top-5, val loss, parameters, epochs, wall time and status.
+
+A run is a folder holding summary.json (written by `cnncli train` at its end, also for a run that failed
+or was pruned) or Hydra's .hydra/overrides.yaml (written at its start): a run stopped before its end still
+gets a row, `incomplete`, with what its metrics.csv has logged so far. Only json, csv and yaml are read:
+this module imports neither torch nor Lightning, so `cnncli leaderboard` answers at once.
+"""
+
+import csv
+import io
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from rich.console import Console
+from rich.table import Table
+
+# (key in a row, column title); rows are sorted by best val top-1, best first
+COLUMNS = (
+    ("run", "run"),
+    ("overrides", "overrides"),
+    ("best_val_acc1", "val top-1"),  # the best epoch's
+    ("test_acc1", "test top-1"),
+    ("test_acc5", "test top-5"),
+    ("val_loss", "val loss"),  # the best epoch's
+    ("params", "params"),
+    ("epochs", "epochs"),
+    ("wall_time_s", "wall s"),
+    ("status", "status"),
+    ("error", "error"),
+)
+
+
+def record_failure(run_dir: Path, error: BaseException) -> dict:
+    """summary.json for a run that raised, so the leaderboard lists it with the error's last line."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    summary = {"status": "failed", "run_dir": str(run_dir), "error": lines[-1]}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_dirs(path: Path) -> list[Path]:
+    """Every run folder under path (or path itself), in natural order: 2 before 10."""
+    marks = [*path.rglob("summary.json"), *path.rglob(".hydra/overrides.yaml")]
+    dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
+    natural = [(d, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(d.relative_to(path)))]) for d in dirs]
+    return [d for d, _ in sorted(natural, key=lambda pair: pair[1])]
+
+
+def _history_from_csv(run_dir: Path) -> list[dict]:
+    """Epoch rows from Lightning's metrics.csv (train, val and test are logged on separate lines)."""
+    epochs: dict[int, dict] = {}
+    if (run_dir / "metrics.csv").is_file():
+        with open(run_dir / "metrics.csv") as f:
+            for line in csv.DictReader(f):
+                if line.get("epoch") and not line.get("test/loss"):
+                    epoch = int(float(line["epoch"]))
+                    epochs.setdefault(epoch, {"epoch": epoch}).update({k: float(v) for k, v in line.items() if v})
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def _extreme(rows: list[dict], key: str, pick):
+    values = [row[key] for row in rows if isinstance(row.get(key), (int, float)) and not math.isnan(row[key])]
+    return pick(values) if values else None
+
+
+def read_run(run_dir: Path, root: Path) -> dict:
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"status": "incomplete"}
+    history = summary.get("history") or _history_from_csv(run_dir)
+    test = summary.get("test") or {}
+    return {
+        "run": str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
+        "overrides": list(overrides),
+        "best_val_acc1": _extreme(history, "val/acc1", max),
+        "test_acc1": test.get("test/acc1"),
+        "test_acc5": test.get("test/acc5"),
+        "val_loss": _extreme(history, "val/loss", min),
+        "params": summary.get("params"),
+        "epochs": summary.get("epochs", len(history) or None),
+        "wall_time_s": summary.get("wall_time_s"),
+        "status": summary.get("status", "incomplete"),
+        "error": summary.get("error", ""),
+    }
+
+
+def collect(path: Path) -> tuple[list[dict], list[str]]:
+    """The rows under path, best val top-1 first, and the overrides every run shares (shown once, not per
+    row): a sweep's table shows what varies."""
+    path = Path(path)
+    rows = [read_run(d, path) for d in run_dirs(path)]
+    common = [o for o in rows[0]["overrides"] if all(o in r["overrides"] for r in rows)] if len(rows) > 1 else []
+    for row in rows:
+        row["overrides"] = " ".join(o for o in row["overrides"] if o not in common)
+    rows.sort(key=lambda r: -r["best_val_acc1"] if r["best_val_acc1"] is not None else math.inf)
+    return rows, common
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return ""
+    if key in ("best_val_acc1", "test_acc1", "test_acc5", "val_loss"):
+        return f"{value:.4f}"
+    if key == "params":
+        return f"{value:,}"
+    return str(value)
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(k, r[k]).replace("|", "\\|") for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[k for k, _ in COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_table(rows: list[dict], common: list[str], title: str) -> Table:
+    """The rich table; errors are printed below it, where they have room."""
+    table = Table(title=title, caption=f"every run: {' '.join(common)}" if common else None)
+    columns = [(key, title) for key, title in COLUMNS if key != "error"]
+    for key, column in columns:
+        if key == "overrides":
+            table.add_column(column, overflow="fold", min_width=16)
+        else:
+            table.add_column(column, justify="left" if key in ("run", "status") else "right", no_wrap=True)
+    style = {"failed": "red", "pruned": "yellow", "incomplete": "yellow"}
+    for row in rows:
+        table.add_row(*(_cell(k, row[k]) for k, _ in columns), style=style.get(row["status"]))
+    return table
+
+
+def write_leaderboard(path: Path, console: Console | None = None) -> list[dict]:
+    """Collect the runs under path, write leaderboard.csv and leaderboard.md beside them, print the table."""
+    path = Path(path)
+    rows, common = collect(path)
+    (path / "leaderboard.csv").write_text(to_csv(rows))
+    (path / "leaderboard.md").write_text((f"Every run: `{' '.join(common)}`\n\n" if common else "") + to_markdown(rows))
+    console = console or Console(width=None if sys.stdout.isatty() else 160)  # piped: no wrapping at 80
+    console.print(to_table(rows, common, title=f"{len(rows)} runs in {path}"))
+    for row in rows:
+        if row["error"]:
+            console.print(f"run {row['run']} failed: {row['error']}", style="red", markup=False)
+    console.print(f"leaderboard: {path / 'leaderboard.csv'}, {path / 'leaderboard.md'}")
+    return rows
+
+
+class SweepLeaderboard(Callback):
+    """Hydra callback (conf/train.yaml hydra.callbacks): the leaderboard at the end of a multirun. Runs that
+    failed were recorded and the sweep went on; the command then exits 1."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        rows = write_leaderboard(Path(config.hydra.sweep.dir))
+        failed = [row["run"] for row in rows if row["status"] == "failed"]
+        if failed:
+            print(f"error: {len(failed)} of {len(rows)} runs failed: {', '.join(failed)}", file=sys.stderr)
+            sys.exit(1)

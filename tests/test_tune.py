@@ -1,0 +1,93 @@
+"""cnncli tune: an Optuna search of 6 trials on digits, killed mid-search and resumed from its SQLite study;
+trials pruned by the median rule; the leaderboard; best.yaml re-runs the best trial."""
+
+import csv
+import json
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+import yaml
+from conftest import QUIET, cnncli
+
+# Two learning rates: 1e-6 learns nothing in 2 epochs, 3e-3 learns. The seed is fixed, so every 1e-6 trial
+# scores the same as the first: once a 3e-3 trial has finished, the median rule prunes each 1e-6 trial.
+SPACE = "params:\n  optimizer.lr: {type: categorical, choices: [1.0e-6, 3.0e-3]}\n"
+ARGS = [
+    "--config-dir", "myconf", "hparams_search=two_lrs", "model=mlp", "study.n_trials=6", "study.sampler.seed=0",
+    "study.pruner.n_startup_trials=1", "study.pruner.n_warmup_steps=0", "study.heartbeat_s=1",
+    "trainer.max_epochs=2", "trainer.limit_train_batches=5", "test=false", *QUIET,
+]
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("tune")
+    (cwd / "myconf" / "hparams_search").mkdir(parents=True)
+    (cwd / "myconf" / "hparams_search" / "two_lrs.yaml").write_text(SPACE)
+    study_dir = cwd / "outputs" / "tune" / "two_lrs"
+    storage = f"sqlite:///{study_dir / 'study.db'}"
+    # First process: killed (a real SIGKILL, no clean-up) once two trials have finished.
+    first = subprocess.Popen(["cnncli", "tune", *ARGS], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.5)
+        try:
+            if (study_dir / "study.db").exists() and len(
+                optuna.load_study(study_name="two_lrs", storage=storage).get_trials(states=FINISHED)
+            ) >= 2:
+                break
+        except KeyError:  # the database is there, the study not yet
+            pass
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed = optuna.load_study(study_name="two_lrs", storage=storage).get_trials()
+    time.sleep(2)  # past the heartbeat grace period (2 x study.heartbeat_s)
+    # Second process: the same command resumes the study.
+    result = cnncli("tune", *ARGS, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return study_dir, killed, optuna.load_study(study_name="two_lrs", storage=storage), result.stdout
+
+
+def test_the_search_resumes_after_a_kill_and_finishes_six_trials(study):
+    study_dir, killed, resumed, _ = study
+    finished_before = [t for t in killed if t.state in FINISHED]
+    assert len(finished_before) >= 2 and len(finished_before) < 6  # killed mid-search
+    trials = resumed.get_trials()
+    assert len([t for t in trials if t.state in FINISHED]) == 6
+    # the trials finished before the kill were kept, not run again
+    assert all(trials[t.number].state == t.state and trials[t.number].params == t.params for t in finished_before)
+    for trial in trials:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            summary = json.loads((study_dir / str(trial.number) / "summary.json").read_text())
+            assert trial.value == pytest.approx(summary["best"]["val/loss"])
+
+
+def test_unpromising_trials_are_pruned_and_listed_as_pruned(study):
+    study_dir, _, resumed, stdout = study
+    pruned = resumed.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    assert pruned
+    for trial in pruned:
+        assert trial.params == {"optimizer.lr": 1e-6}
+        summary = json.loads((study_dir / str(trial.number) / "summary.json").read_text())
+        assert summary["status"] == "pruned" and summary["epochs"] == 1 < 2  # stopped after its first epoch
+    with open(study_dir / "leaderboard.csv") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert {rows[str(t.number)]["status"] for t in pruned} == {"pruned"}
+    assert all(rows[str(t.number)]["overrides"] == f"optimizer.lr={t.params['optimizer.lr']!r}" for t in resumed.trials
+               if t.state in FINISHED)
+    assert "pruned" in stdout and "best trial" in stdout
+
+
+def test_best_yaml_re_runs_the_best_trial(study):
+    study_dir, _, resumed, stdout = study
+    assert resumed.best_trial.params == {"optimizer.lr": 3e-3}
+    assert f"--config-dir {study_dir} --config-name best" in stdout
+    result = cnncli("train", "--config-dir", str(study_dir), "--config-name", "best", "--cfg", "job", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["optimizer"]["lr"] == 3e-3 and config["model"]["_target_"] == "cnncli.models.mlp.mlp"
+    assert config["trainer"]["max_epochs"] == 2 and config["test"] is False
