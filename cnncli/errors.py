@@ -20,7 +20,10 @@ class ConfigError(UserError):
         self.key, self.problem = key, problem
 
     def under(self, prefix: str) -> "ConfigError":
-        """The same error with its key placed under a config group, e.g. `activation` -> `model.activation`."""
+        """The same error with its key placed under a config group, e.g. `activation` -> `model.activation`
+        (a key already under it stays as it is)."""
+        if self.key.startswith(f"{prefix}."):
+            return self
         return ConfigError(f"{prefix}.{self.key}", self.problem)
 
 

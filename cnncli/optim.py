@@ -15,6 +15,7 @@ OPTIMIZERS = {
 SCHEDULERS = {
     "none": None,
     "step": lr_scheduler.StepLR,
+    "multistep": lr_scheduler.MultiStepLR,
     "exponential": lr_scheduler.ExponentialLR,
     "cosine": lr_scheduler.CosineAnnealingLR,
     "plateau": lr_scheduler.ReduceLROnPlateau,
@@ -29,8 +30,28 @@ def _options(cfg: DictConfig, group: str, drop: tuple[str, ...]) -> tuple[str, d
     return name, {k: v for k, v in options.items() if k not in drop}
 
 
+def parameter_groups(named_parameters, head: list[str], cfg: DictConfig) -> list:
+    """The trainable parameters (frozen ones left out) for `build_optimizer`. With optimizer.backbone_lr_mult
+    != 1, two groups: the head layers (names in `head`) at optimizer.lr first, the rest, pretrained, at
+    lr * backbone_lr_mult."""
+    trainable = [(name, p) for name, p in named_parameters if p.requires_grad]
+    mult = cfg.get("backbone_lr_mult", 1.0)
+    if mult == 1:
+        return [p for _, p in trainable]
+    in_head = [any(name == layer or name.startswith(layer + ".") for layer in head) for name, _ in trainable]
+    groups = [
+        {"params": [p for (_, p), is_head in zip(trainable, in_head) if is_head]},
+        {"params": [p for (_, p), is_head in zip(trainable, in_head) if not is_head], "lr": cfg.lr * mult},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 def build_optimizer(params, cfg: DictConfig) -> torch.optim.Optimizer:
-    name, options = _options(cfg, "optimizer", drop=("l1",))  # l1 is a loss term, added by the module
+    # l1 is a loss term, added by the module; backbone_lr_mult shapes the groups (parameter_groups)
+    name, options = _options(cfg, "optimizer", drop=("l1", "backbone_lr_mult"))
+    mult = cfg.get("backbone_lr_mult", 1.0)
+    if not isinstance(mult, (int, float)) or isinstance(mult, bool) or mult <= 0:
+        raise ConfigError("optimizer.backbone_lr_mult", f"must be a number > 0, got {mult!r}")
     try:
         return OPTIMIZERS[name](params, **options)
     except (TypeError, ValueError) as e:
@@ -45,6 +66,9 @@ def build_scheduler(optimizer, cfg: DictConfig, total_steps: int) -> dict | None
     interval = "epoch"
     if name == "onecycle":
         options["total_steps"] = total_steps
+        # one peak per parameter group, each in proportion to the group's rate (optimizer.backbone_lr_mult)
+        base_lr = optimizer.defaults["lr"]
+        options["max_lr"] = [options["max_lr"] * group["lr"] / base_lr for group in optimizer.param_groups]
         interval = "step"
     try:
         scheduler = SCHEDULERS[name](optimizer, **options)

@@ -345,7 +345,7 @@ def export(cfg: DictConfig) -> dict:
     stored = checkpoint["cnncli"]
     run = OmegaConf.create(stored["config"])
     out = output_path(cfg.out, ckpt_path, FORMATS[fmt])
-    model = build_model(run.model, trust_code=cfg.trust_model_code)
+    model = build_model(run.model, trust_code=cfg.trust_model_code, starting_weights=False)
     model.load_state_dict(model_state_dict(checkpoint))
     model = without_aux_heads(model)
 

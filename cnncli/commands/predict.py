@@ -43,7 +43,7 @@ class CheckpointModel:
         checkpoint = load_checkpoint(path)
         stored = checkpoint["cnncli"]
         run = OmegaConf.create(stored["config"])
-        self.model = build_model(run.model, trust_code=trust_code).eval()
+        self.model = build_model(run.model, trust_code=trust_code, starting_weights=False).eval()
         self.model.load_state_dict(model_state_dict(checkpoint))
         self.channels, self.image_size = run.data.channels, run.data.image_size
         self.resize = run.data.get("resize", "stretch")
