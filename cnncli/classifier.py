@@ -1,17 +1,26 @@
 """The LightningModule: any nn.Module from the zoo, trained with cross-entropy, measured by top-1/top-5."""
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from cnncli.optim import build_optimizer, build_scheduler
+from cnncli.errors import UserError
+from cnncli.models.transfer import head_layers
+from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 SPLITS = ("train", "val", "test")
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became nan or inf: the run stops before the weights are saved."""
 
 
 class ImageClassifier(L.LightningModule):
@@ -24,6 +33,7 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         class_weights: torch.Tensor | None = None,
         metadata: dict | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         self.model = model
@@ -31,6 +41,7 @@ class ImageClassifier(L.LightningModule):
         self.label_smoothing, self.l1 = label_smoothing, optimizer.get("l1", 0.0)
         self.register_buffer("class_weights", class_weights)
         self.metadata = metadata or {}  # run config, class names, normalization: stored in every checkpoint
+        self.channels_last = channels_last  # feed NHWC batches (the weights are converted by cnncli train)
         # top-5 is clipped to the number of classes, so a 2-class data set still has a (trivial) top-5
         metrics = MetricCollection(
             {
@@ -51,6 +62,8 @@ class ImageClassifier(L.LightningModule):
 
     def _step(self, batch, split: str) -> torch.Tensor:
         images, labels = batch
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         outputs = self.model(images)
         logits, aux_logits = (outputs[0], outputs[1:]) if isinstance(outputs, (tuple, list)) else (outputs, ())
         loss = F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
@@ -72,7 +85,19 @@ class ImageClassifier(L.LightningModule):
         return {k: float(v) for k, v in values.items()}
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        # Stop before the optimizer steps on it: the weights (and the checkpoints written at epoch ends) stay
+        # finite. One comparison per step; on a GPU it waits for the step's kernels (a sync).
+        if not torch.isfinite(loss):
+            checkpoint = self.trainer.checkpoint_callback
+            last = checkpoint.last_model_path if checkpoint else ""
+            kept = f"its last good checkpoint is {last}" if last else "no checkpoint was saved"
+            raise NonFiniteLoss(
+                f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx} of "
+                f"the epoch); the run stopped, {kept}. Lower optimizer.lr, set trainer.gradient_clip_val or check "
+                "the data"
+            )
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
@@ -98,8 +123,27 @@ class ImageClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cnncli"] = self.metadata
+        # What Lightning does not restore on resume: the epoch rows (summary.json, curves.png) and the global
+        # random state (shuffling, augmentation, dropout), so a resumed run continues as if never stopped.
+        checkpoint["history"] = self.history
+        rng = _collect_rng_states(include_cuda=False)
+        name, keys, pos, has_gauss, gauss = rng.pop("numpy")  # plain values: checkpoints load with weights_only
+        rng["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+        checkpoint["rng_states"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None or self._trainer.state.fn != TrainerFn.FITTING:
+            return  # trainer.test(ckpt_path=best) after the fit takes the weights, not the history
+        self.history = checkpoint.get("history", [])
+        if "rng_states" in checkpoint:
+            rng = dict(checkpoint["rng_states"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            rng["numpy"] = (name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+            _set_rng_states(rng)
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.parameters(), self.optimizer_cfg)
+        # frozen layers (model.freeze) left out; the head first, so param_groups[0]["lr"] is optimizer.lr
+        params = parameter_groups(self.model.named_parameters(), head_layers(self.model), self.optimizer_cfg)
+        optimizer = build_optimizer(params, self.optimizer_cfg)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

@@ -3,7 +3,9 @@ converted, augmented and normalized as a whole, with no per-sample PIL image or 
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from cnncli.data.common import check_labels, class_weights
@@ -52,6 +54,19 @@ def fit_images(images: torch.Tensor, channels: int, image_size: int) -> torch.Te
     return images.contiguous()
 
 
+def _check_classes(classes, num_classes: int) -> list[int] | None:
+    """data.classes, checked when the module is built (by call_target, which puts `data.` before the key)."""
+    if classes is None:
+        return None
+    if not isinstance(classes, (list, tuple)) or any(type(c) is not int or c < 0 for c in classes):
+        raise ConfigError("classes", f"must be a list of class indices (integers >= 0), got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise ConfigError("classes", f"lists a class twice: {list(classes)}")
+    if len(classes) != num_classes:
+        raise ConfigError("classes", f"selects {len(classes)} classes; set data.num_classes={len(classes)} too")
+    return list(classes)
+
+
 class InMemoryImageData(L.LightningDataModule):
     """Base of the in-memory data sets. A subclass implements `load()`; this class does the rest:
     channel conversion, resizing, normalization statistics from the training split, batching."""
@@ -67,6 +82,7 @@ class InMemoryImageData(L.LightningDataModule):
         normalization: dict | None = None,
         class_weights: str | list[float] | None = None,
         augment=None,
+        classes: list[int] | None = None,
     ):
         super().__init__()
         self.name, self.channels, self.image_size = name, channels, image_size
@@ -76,6 +92,9 @@ class InMemoryImageData(L.LightningDataModule):
         self.class_weights: torch.Tensor | None = None  # loss weights, known after setup()
         self.augment = augment  # a transform of one float image, for the training split (cnncli/augment.py)
         self.splits: dict[str, TensorImages] = {}
+        # data.classes: a subset of the data set's labels, relabelled 0..n-1 in the order given
+        self.classes = _check_classes(classes, num_classes)
+        self.names_from_data = not class_names  # class_names null: the data set's own (load() fills them in)
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """uint8 images [N, C, H, W] and int64 labels [N] for each of train, val and test."""
@@ -84,7 +103,12 @@ class InMemoryImageData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        raw = {split: (fit_images(x, self.channels, self.image_size), y) for split, (x, y) in self.load().items()}
+        loaded = self.load()
+        if self.classes is not None:
+            loaded = {split: self._select_classes(x, y, split) for split, (x, y) in loaded.items()}
+            if self.names_from_data:
+                self.class_names = [self.class_names[c] for c in self.classes]
+        raw = {split: (fit_images(x, self.channels, self.image_size), y) for split, (x, y) in loaded.items()}
         for split, (_, labels) in raw.items():
             check_labels(labels, self.num_classes, f"{self.name} {split} split")
         self.class_weights = class_weights(self.class_weights_setting, raw["train"][1], self.num_classes)
@@ -100,8 +124,24 @@ class InMemoryImageData(L.LightningDataModule):
             for split, (x, y) in raw.items()
         }
 
+    def _select_classes(self, images: torch.Tensor, labels: torch.Tensor, split: str) -> tuple:
+        new_label = torch.full((max(int(labels.max()), *self.classes) + 1,), -1)
+        new_label[self.classes] = torch.arange(len(self.classes))
+        labels = new_label[labels]
+        kept = labels >= 0
+        empty = [c for c, n in zip(self.classes, torch.bincount(labels[kept], minlength=len(self.classes))) if n == 0]
+        if empty:
+            raise ConfigError("data.classes", f"{self.name} has no images of class {empty[0]} in its {split} split")
+        return images[kept], labels[kept]
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=_whole_batch)
+        sampler = None
+        if not shuffle and dist.is_available() and dist.is_initialized():
+            # Under DDP each rank evaluates its share and every image counts once (the DistributedSampler
+            # Lightning puts in otherwise repeats a few images to give the ranks equal shares).
+            sampler = UnrepeatedDistributedSampler(self.splits[split], shuffle=False)
+        dataset = self.splits[split]
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_whole_batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
