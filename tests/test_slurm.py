@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 import cnncli
+from cnncli.errors import UserError
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the slurm extra: pip install 'cnncli[slurm]'")
 submitit = pytest.importorskip("submitit")
@@ -76,3 +77,15 @@ def test_the_launcher_submits_an_sbatch_array_with_the_configured_resources(tmp_
             sweep / ".submitit" / f"4242_{index}" / f"4242_{index}_submitted.pkl"
         )
         assert job.args[0] == overrides and job.function.params["nodes"] == 2
+
+
+def test_without_the_plugin_the_slurm_launcher_is_a_one_line_install_hint(monkeypatch):
+    import importlib.util
+
+    from cnncli.commands import train
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "submitit" in name else real(name, *a))
+    with pytest.raises(UserError, match=r'pip install "cnncli\[slurm\]"'):
+        train._check_launcher(["-m", "hydra/launcher=slurm", "model=mlp"])
+    train._check_launcher(["-m", "model=mlp"])  # the basic launcher needs no plugin

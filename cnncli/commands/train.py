@@ -2,6 +2,7 @@
 produced to its run folder (config.yaml, checkpoints/, metrics.csv, curves.png, summary.json)."""
 
 import csv
+import importlib.util
 import json
 import logging
 import signal
@@ -291,6 +292,7 @@ def run(cfg: DictConfig) -> None:
 def main() -> None:
     """`cnncli train`. Hydra fixes the run folder before the task runs, so `resume=` is turned into a command
     line here, before Hydra parses it."""
+    _check_launcher(sys.argv[1:])
     sys.argv = [sys.argv[0], *_resume_arguments(sys.argv[1:])]
     if rank_zero_only.rank > 0:  # a DDP rank started by Lightning: rank 0 alone writes the run's log
         sys.argv.append("hydra/job_logging=disabled")
@@ -299,6 +301,14 @@ def main() -> None:
 
 def _override_key(argument: str) -> str:
     return argument.split("=", 1)[0].lstrip("+~")
+
+
+def _check_launcher(args: list[str]) -> None:
+    """hydra/launcher=slurm needs a Hydra plugin from an extra; without it Hydra's own error is a page long."""
+    launchers = [arg.split("=", 1)[-1] for arg in args if _override_key(arg) == "hydra/launcher"]
+    wants_submitit = any("slurm" in name or "submitit" in name for name in launchers)
+    if wants_submitit and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        raise UserError('hydra/launcher=slurm needs hydra-submitit-launcher: pip install "cnncli[slurm]"')
 
 
 def _resume_arguments(args: list[str]) -> list[str]:
