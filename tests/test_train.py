@@ -29,6 +29,10 @@ def test_default_run_reaches_95_percent_and_writes_every_file(default_run):
         assert (default_run / name).is_file(), name
     assert (default_run / "checkpoints" / "best.ckpt").is_file() and (default_run / "checkpoints" / "last.ckpt").is_file()
     assert summary["best_checkpoint"] == str(default_run / "checkpoints" / "best.ckpt")
+    # early stopping ended it (patience 8 after the best epoch), before max_epochs, and the summary says when
+    assert summary["epochs"] < 30 and summary["stopped_early_at"] == summary["final"]["epoch"]
+    assert summary["best"]["epoch"] == summary["final"]["epoch"] - 8
+    assert [row["epoch"] for row in summary["history"]] == list(range(summary["epochs"]))
     png = (default_run / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     stdout = (default_run / "stdout.txt").read_text()

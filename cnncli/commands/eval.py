@@ -1,4 +1,5 @@
-"""cnncli eval: rebuild the network from a checkpoint's stored run, test it, report per-class metrics."""
+"""cnncli eval: rebuild the network from a checkpoint's stored run, test it, report per-class metrics;
+`errors=N` also draws the N worst-classified test images."""
 
 import json
 from pathlib import Path
@@ -19,10 +20,10 @@ from torchmetrics.functional.classification import (
 
 from cnncli import config_dir
 from cnncli.checkpoint import load_checkpoint, model_state_dict
-from cnncli.config import call_target
+from cnncli.config import call_target, check_number
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.models import build_model
-from cnncli.plots import plot_confusion_matrix
+from cnncli.plots import plot_confusion_matrix, plot_image_grid
 
 
 @torch.inference_mode()
@@ -33,6 +34,7 @@ def predict(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    check_number(cfg, "errors", 0, integer=True)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     stored = checkpoint["cnncli"]
     run = OmegaConf.create(stored["config"])
@@ -74,21 +76,53 @@ def evaluate(cfg: DictConfig) -> dict:
                       for i, name in enumerate(names)},
         "confusion_matrix": matrix.tolist(),
     }
-    out = Path(cfg.out) if cfg.out else _run_folder(Path(cfg.ckpt_path))
+    if cfg.errors:
+        results["worst"] = worst_classified(logits, labels, cfg.errors)
+    out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path))
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2))
     plot_confusion_matrix(matrix.numpy(), [str(x) for x in names], out / "confusion_matrix.png")
-    _print(results, out)
+    written = [out / "eval.json", out / "confusion_matrix.png"]
+    if cfg.errors:
+        written.append(out / "errors.png")
+        plot_errors(results["worst"], datamodule.test_dataloader().dataset, stored["normalization"],
+                    [str(x) for x in names], written[-1])
+    _print(results, written)
     return results
 
 
-def _run_folder(ckpt_path: Path) -> Path:
+def worst_classified(logits: torch.Tensor, labels: torch.Tensor, count: int) -> list[dict]:
+    """The `count` test images given the lowest probability of their true class, worst first."""
+    probabilities = logits.softmax(dim=1)
+    true_probability = probabilities[torch.arange(len(labels)), labels]
+    worst = true_probability.argsort()[:count]
+    return [
+        {"index": int(i), "true": int(labels[i]), "predicted": int(probabilities[i].argmax()),
+         "p_true": float(true_probability[i]), "p_predicted": float(probabilities[i].max())}
+        for i in worst
+    ]
+
+
+def plot_errors(worst: list[dict], dataset, normalization: dict, names: list[str], path: Path) -> None:
+    """The worst-classified test images, as the network saw them (normalization undone), with their labels."""
+    mean, std = (torch.tensor(normalization[k]).view(-1, 1, 1) for k in ("mean", "std"))
+    pictures = []
+    for row in worst:
+        pixels = (dataset[row["index"]][0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        pictures.append(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    titles = [f"true {names[r['true']]} ({r['p_true']:.2f})\npred {names[r['predicted']]} ({r['p_predicted']:.2f})"
+              for r in worst]
+    plot_image_grid(pictures, titles, path, title="worst-classified test images: true class (its probability), "
+                    "predicted class (its probability)")
+
+
+def run_folder(ckpt_path: Path) -> Path:
     """runs/<run>/checkpoints/best.ckpt -> runs/<run>; a checkpoint elsewhere -> its own folder."""
     folder = ckpt_path.resolve().parent
     return folder.parent if folder.name == "checkpoints" else folder
 
 
-def _print(results: dict, out: Path) -> None:
+def _print(results: dict, written: list[Path]) -> None:
     console = Console()
     overall = Table(title=f"test split of {results['data']} ({results['samples']} images)")
     for column in ("loss", "top-1", "top-5"):
@@ -101,7 +135,7 @@ def _print(results: dict, out: Path) -> None:
     for name, m in results["per_class"].items():
         classes.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
     console.print(classes)
-    console.print(f"wrote {out / 'eval.json'} and {out / 'confusion_matrix.png'}")
+    console.print(f"wrote {', '.join(map(str, written))}", soft_wrap=True, highlight=False)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")

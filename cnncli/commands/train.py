@@ -115,6 +115,8 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
         if not trainer.interrupted:
             raise
     checkpoint, early_stopping = trainer.checkpoint_callback, trainer.early_stopping_callback
+    # read now: testing the best checkpoint below restores the callbacks' state saved with it
+    stopped_early_at = early_stopping.stopped_epoch if early_stopping and early_stopping.stopped_epoch else None
     best_path = checkpoint.best_model_path if checkpoint else ""
     last_path = checkpoint.last_model_path if checkpoint else ""
     for logger in trainer.loggers:  # and where its weights are
@@ -137,7 +139,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
         "final": classifier.history[-1] if classifier.history else {},
         "test": test,
         # the epoch early stopping ended the run at (null: it ran to max_epochs or was interrupted)
-        "stopped_early_at": early_stopping.stopped_epoch if early_stopping and early_stopping.stopped_epoch else None,
+        "stopped_early_at": stopped_early_at,
         "history": classifier.history,  # one row per epoch: train/val loss, acc1, acc5, lr
     }
     if not is_rank_zero:

@@ -1,0 +1,178 @@
+"""cnncli viz as a user runs it: feature maps, filters, CAM / Grad-CAM and occlusion of a LeNet-5 trained on
+digits, CAM of a ResNet-20, and the one-line errors."""
+
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUIET, cnncli
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from cnncli import config_dir
+from cnncli.commands.viz import (
+    default_cam_layer,
+    feature_map_layers,
+    main,
+    reaches_classifier_by_global_average,
+    visualize,
+)
+from cnncli.data.digits import DigitsDataModule
+from cnncli.errors import ConfigError
+from cnncli.models.googlenet import googlenet
+from cnncli.models.lenet import lenet5
+from cnncli.models.nin import nin
+
+MODES = ("featuremaps", "filters", "cam", "occlusion")
+
+
+def assert_picture(path, size):
+    """A PNG of the expected pixel size whose content is not a blank canvas: pictures cover much of it."""
+    image = Image.open(path)
+    assert image.size == size, path
+    pixels = np.asarray(image.convert("L"), dtype=float)
+    assert (pixels < 250).mean() > 0.3 and pixels.std() > 40, path
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """The first '3' of the digits test split as a 32x32 grayscale PNG, and an RGB copy of another size."""
+    folder = tmp_path_factory.mktemp("images")
+    data = DigitsDataModule(name="digits", channels=1, image_size=32, num_classes=10, class_names=list("0123456789"))
+    data.setup()
+    split = data.splits["test"]
+    n = int((split.labels == 3).nonzero()[0, 0])
+    Image.fromarray(split.images[n][0].numpy()).save(folder / "three.png")
+    Image.open(folder / "three.png").convert("RGB").resize((50, 40)).save(folder / "three_rgb.png")
+    return folder / "three.png"
+
+
+@pytest.fixture(scope="module")
+def lenet_viz(short_run, three, tmp_path_factory):
+    """Every mode on the 3-epoch LeNet-5, in one process (-m). occlusion.fill=0: on digits' black
+    background a black patch erases strokes, where the default mean-grey patch would draw new ones."""
+    out = tmp_path_factory.mktemp("lenet_viz")
+    result = cnncli("viz", "-m", f"mode={','.join(MODES)}", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+                    f"image={three}", f"out={out}", "occlusion.fill=0", "ascent.steps=30", cwd=out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A ResNet-20 (global average pooling) and an MLP (no conv layer), one epoch of two batches each."""
+    folder = tmp_path_factory.mktemp("sweep")
+    result = cnncli("train", "-m", "model=resnet20,mlp", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                    "trainer.limit_val_batches=1", "test=false", f"hydra.sweep.dir={folder}", *QUIET, cwd=folder)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"resnet20": folder / "0" / "checkpoints" / "best.ckpt", "mlp": folder / "1" / "checkpoints" / "best.ckpt"}
+
+
+def test_every_written_file_is_printed(lenet_viz):
+    out, stdout = lenet_viz
+    printed = {line for line in stdout.splitlines() if line.startswith(str(out))}
+    assert printed == {str(p) for p in out.iterdir()}
+    assert len(printed) == 4 + 2 + 1 + 2  # four layers' maps, kernels + maximized, cam, occlusion png + npy
+
+
+def test_featuremaps_one_grid_per_conv_and_pool_layer(lenet_viz):
+    out, _ = lenet_viz
+    # LeNet-5 is a Sequential: C1 is module 0, S2 module 2, C3 module 3, S4 module 5
+    assert_picture(out / "featuremaps_three_0.png", (960, 220))  # 6 maps of 28x28: one row
+    assert_picture(out / "featuremaps_three_2.png", (960, 220))
+    assert_picture(out / "featuremaps_three_3.png", (1280, 390))  # 16 maps of 10x10: two rows of 8
+    assert_picture(out / "featuremaps_three_5.png", (1280, 390))
+    assert not (out / "featuremaps_three_1.png").exists()  # a ReLU is neither conv nor pooling
+
+
+def test_filters_kernels_and_inputs_that_maximize_them(lenet_viz):
+    out, stdout = lenet_viz
+    assert_picture(out / "filters_0.png", (960, 220))  # C1's 6 kernels
+    assert_picture(out / "filters_3_maximized.png", (1280, 390))  # default layer: the last conv, C3's 16 filters
+    found = re.search(r"16 filters (-?[\d.]+) at the start, (-?[\d.]+) after 30 steps", stdout)
+    before, after = map(float, found.groups())
+    assert after > before + 1  # gradient ascent raised the filters' mean activation
+
+
+def test_cam_of_lenet_is_grad_cam_of_its_last_feature_maps(lenet_viz):
+    out, stdout = lenet_viz
+    assert_picture(out / "cam_three.png", (1200, 440))
+    assert "predicted '3'" in stdout  # the network gets this digit right
+    assert "Grad-CAM of layer 5 (MaxPool2d): 16 x 5 x 5 for class '3'" in stdout  # S4 reaches a dense layer
+
+
+def test_occlusion_hurts_most_on_the_digits_strokes(lenet_viz, three):
+    out, stdout = lenet_viz
+    assert "predicted '3'" in stdout  # a digit the network gets right
+    assert_picture(out / "occlusion_three.png", (1200, 440))
+    probability = np.load(out / "occlusion_three.npy")
+    image = np.asarray(Image.open(three), dtype=float) / 255
+    assert probability.shape == image.shape == (32, 32)
+    row, col = np.unravel_index(probability.argmin(), probability.shape)
+    assert image[row, col] > 0.5  # the lowest probability of '3' is with the patch on a stroke
+    strokes, background = image > 0.5, image < 0.1
+    assert probability[strokes].mean() < probability[background].mean() - 0.05
+    assert probability.min() < 0.9 and probability.max() <= 1
+
+
+def test_cam_of_resnet20_is_cam_and_an_rgb_image_is_converted(sweep, three, tmp_path):
+    result = cnncli("viz", "cam", f"ckpt_path={sweep['resnet20']}", f"image={three.with_name('three_rgb.png')}",
+                    f"out={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # the last residual stage reaches the classifier through global average pooling: CAM exactly
+    assert "CAM of layer layers (Sequential): 64 x 8 x 8" in result.stdout and "Grad-CAM" not in result.stdout
+    assert_picture(tmp_path / "cam_three_rgb.png", (1200, 440))
+
+
+@pytest.mark.parametrize("build, size, cam", [
+    (lambda: nin(1, 10, 32), 32, True),
+    (lambda: googlenet(1, 10, 64, aux_logits=False), 64, True),
+    (lambda: lenet5(1, 10, 32), 32, False),
+], ids=["nin", "googlenet", "lenet5"])
+def test_cam_is_told_from_grad_cam_by_the_gradient(build, size, cam):
+    # the default layer's maps reach the classifier by global average pooling (CAM) or through dense layers
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(1, 1, size, size)
+    shapes = feature_map_layers(model, x)
+    layer = dict(model.named_modules())[default_cam_layer(model, shapes)]
+    assert reaches_classifier_by_global_average(model, layer, x, target=3) is cam
+
+
+def test_a_network_without_conv_layers_is_explained(sweep, three, tmp_path):
+    result = cnncli("viz", "featuremaps", f"ckpt_path={sweep['mlp']}", f"image={three}", f"out={tmp_path}",
+                    cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: featuremaps draws the 2-D maps that conv and pooling layers compute")
+    assert "no conv layer" in result.stderr and "viz occlusion" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.glob("*.png"))
+
+
+def test_an_unknown_layer_lists_the_layers(short_run, three, tmp_path):
+    # in-process (the config composed as the CLI composes it): the message, not the exit path, is under test
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("viz", [f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", f"image={three}",
+                              "mode=featuremaps", "layer=conv9", f"out={tmp_path}"])
+    with pytest.raises(ConfigError) as error:
+        visualize(cfg)
+    assert str(error.value) == (
+        "layer: 'conv9' is not a layer with feature maps; the layers are: "
+        "0 (Conv2d), 1 (ReLU), 2 (MaxPool2d), 3 (Conv2d), 4 (ReLU), 5 (MaxPool2d)"
+    )
+
+
+def test_unknown_mode_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["cnncli viz", "saliency", "ckpt_path=x.ckpt"])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: unknown viz mode 'saliency'; choose from: featuremaps, filters, cam, occlusion"
+    )
+
+
+def test_help_lists_the_modes(tmp_path):
+    result = cnncli("viz", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and all(f"  {mode} " in result.stdout for mode in MODES)
