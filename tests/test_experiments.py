@@ -81,7 +81,8 @@ def test_digits_quick_is_the_default_run_and_reaches_its_stated_accuracy(default
 
 
 def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
-    """One multirun over the labs, on one data folder holding every format: MNIST and Fashion-MNIST IDX files,
+    """One multirun over the labs (`++data.root`: the sweep composes the default config first, digits, which
+    has no root), on one data folder holding every format: MNIST and Fashion-MNIST IDX files,
     CIFAR-10 batches, the hand-signs .h5 files, and a chest X-ray style split folder (also the image folder of
     the VGG16 fine-tuning lab, which runs on random weights here: no download)."""
     root = tmp_path / "data"
@@ -94,7 +95,7 @@ def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
     labs = [name for name in sorted(LABS) if name != "digits_quick"]  # the default run covers that one
     sweep = tmp_path / "sweep"
     result = cnncli(
-        "train", "-m", f"experiment={','.join(labs)}", f"data.root={root}", f"hydra.sweep.dir={sweep}",
+        "train", "-m", f"experiment={','.join(labs)}", f"++data.root={root}", f"hydra.sweep.dir={sweep}",
         "data.batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "model.pretrained=false", *QUIET,
         cwd=tmp_path, env=OFFLINE,
