@@ -13,7 +13,7 @@ The cnncli side is the real code path, in process: the train config is composed 
 cnncli.commands.train.train itself, which builds the data module, ImageClassifier, callbacks, CSV logger
 and Trainer as `cnncli train` does. In process rather than a timed subprocess, because subtracting a
 measured start-up (imports, ~8 s here) from a whole run would leave a noisier number than timing the
-epochs themselves. A timing callback is added to the composed config (`callbacks.throughput`): it counts
+epochs themselves. A timing callback joins the configured ones (train's `callbacks` argument): it counts
 from the start of each training epoch to the end of its last training batch, so it covers everything
 `cnncli train` does per batch (DataLoader over `__getitems__`, forward, loss, metrics updates and logging,
 backward, Adam, hooks) and leaves out the validation pass and checkpoint writing at the epoch's end, which
@@ -101,10 +101,9 @@ def cnncli_run(batch_size: int, epochs: int, progress_bar: bool) -> list[tuple[f
         f"trainer.max_epochs={1 + epochs}",
         f"trainer.enable_progress_bar={str(progress_bar).lower()}",
         "callbacks.early_stopping=null",  # never stops before the last timed epoch
-        "+callbacks.throughput._target_=__main__.TrainTimer",
     ]
     with tempfile.TemporaryDirectory() as run_dir:
-        train(compose_train(overrides, Path(run_dir)))
+        train(compose_train(overrides, Path(run_dir)), callbacks=(TrainTimer(),))
     return [(images / wall, images / cpu) for epoch, wall, cpu, images in TrainTimer.epochs if epoch >= 1]
 
 
