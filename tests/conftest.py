@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,25 @@ def train(run_dir: Path, *overrides: str, cwd: Path | None = None, flags: tuple[
     result = cnncli("train", *flags, f"hydra.run.dir={run_dir}", *QUIET, *overrides, cwd=cwd or run_dir.parent)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def start(run_dir: Path, *overrides: str, cwd: Path) -> subprocess.Popen:
+    """A training run in the background, for tests that signal or kill it."""
+    return subprocess.Popen(
+        ["cnncli", "train", f"hydra.run.dir={run_dir}", *QUIET, *overrides],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until `path` exists, the process ended, or the timeout passed."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import cnncli
-from test_resume import start, wait_for
+from conftest import cnncli, start, wait_for
 
 NAN_MODEL = '''
 from torch import nn

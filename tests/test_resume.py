@@ -3,16 +3,13 @@ exactly where a run never stopped ends: same epochs, same metrics, every epoch o
 
 import csv
 import json
-import os
 import shutil
 import signal
-import subprocess
-import time
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import QUIET, cnncli, train
+from conftest import QUIET, cnncli, start, train, wait_for
 
 # limit_train_batches keeps epochs short; it also makes the shuffle matter (a different draw, other batches).
 # mode=max makes the "best" checkpoint the worst epoch, 0: the resumed run must keep it (the checkpoint
@@ -23,23 +20,6 @@ RUN = [
     "trainer.deterministic=true",
     "callbacks.model_checkpoint.mode=max",
 ]
-
-
-def start(run_dir, *overrides, cwd) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["cnncli", "train", f"hydra.run.dir={run_dir}", *QUIET, *overrides],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-
-
-def wait_for(path, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def metrics_rows(run_dir) -> list[dict]:
