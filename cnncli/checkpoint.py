@@ -50,3 +50,9 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_state_dict(checkpoint: dict) -> dict:
     """The network's weights: the LightningModule's `model.` entries, prefix removed."""
     return {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+def run_folder(ckpt_path: Path) -> Path:
+    """runs/<run>/checkpoints/best.ckpt -> runs/<run>; a checkpoint elsewhere -> its own folder."""
+    folder = ckpt_path.resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder

@@ -19,7 +19,7 @@ from torchmetrics.functional.classification import (
 )
 
 from cnncli import config_dir
-from cnncli.checkpoint import load_checkpoint, model_state_dict
+from cnncli.checkpoint import load_checkpoint, model_state_dict, run_folder
 from cnncli.config import call_target, check_number
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.models import build_model
@@ -114,12 +114,6 @@ def plot_errors(worst: list[dict], dataset, normalization: dict, names: list[str
               for r in worst]
     plot_image_grid(pictures, titles, path, title="worst-classified test images: true class (its probability), "
                     "predicted class (its probability)")
-
-
-def run_folder(ckpt_path: Path) -> Path:
-    """runs/<run>/checkpoints/best.ckpt -> runs/<run>; a checkpoint elsewhere -> its own folder."""
-    folder = ckpt_path.resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder
 
 
 def _print(results: dict, written: list[Path]) -> None:

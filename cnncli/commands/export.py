@@ -33,7 +33,7 @@ from rich.table import Table
 from torch import nn
 
 from cnncli import __version__, config_dir
-from cnncli.checkpoint import load_checkpoint, model_state_dict
+from cnncli.checkpoint import load_checkpoint, model_state_dict, run_folder
 from cnncli.config import call_target, check_number
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 from cnncli.models import build_model
@@ -283,16 +283,10 @@ def compare(reference: dict, exported: dict) -> dict:
 # ------------------------------------------------------------------------------------------ the command
 
 
-def _run_folder(ckpt_path: Path) -> Path:
-    """runs/<run>/checkpoints/best.ckpt -> runs/<run>; a checkpoint elsewhere -> its own folder."""
-    folder = ckpt_path.resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder
-
-
 def output_path(out, ckpt_path: Path, suffix: str) -> Path:
     """`out`, or `<run>/export/model<suffix>`; `out=DIR/` (or an existing folder) -> DIR/model<suffix>."""
     if not out:
-        path = _run_folder(ckpt_path) / "export" / f"model{suffix}"
+        path = run_folder(ckpt_path) / "export" / f"model{suffix}"
     else:
         path = Path(str(out))
         if path.is_dir() or str(out).endswith(("/", os.sep)):

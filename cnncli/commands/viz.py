@@ -29,7 +29,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from cnncli import config_dir
-from cnncli.commands.eval import run_folder
+from cnncli.checkpoint import run_folder
 from cnncli.commands.predict import CheckpointModel
 from cnncli.config import check_number
 from cnncli.data.folder import MODES as IMAGE_MODES
