@@ -36,10 +36,13 @@ COLUMNS = (
 )
 
 
-def record_failure(run_dir: Path, error: BaseException) -> dict:
-    """summary.json for a run that raised, so the leaderboard lists it with the error's last line."""
+def record_failure(run_dir: Path, error: BaseException, history: list[dict] | None = None) -> dict:
+    """summary.json for a run that raised, so the leaderboard lists it with the error's last line (and the
+    epochs it completed, when it got that far)."""
     lines = str(error).strip().splitlines() or [type(error).__name__]
     summary = {"status": "failed", "run_dir": str(run_dir), "error": lines[-1]}
+    if history:
+        summary.update(epochs=len(history), history=history)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

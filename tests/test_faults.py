@@ -103,6 +103,9 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(nan_run):
     last = run_dir / "checkpoints" / "last.ckpt"
     assert message.startswith("error: loss is nan at epoch 2, step 13 (batch 3 of the epoch); the run stopped")
     assert f"its last good checkpoint is {last}" in message
+    summary = json.loads((run_dir / "summary.json").read_text())  # the leaderboard lists it, with its epochs
+    assert summary["status"] == "failed" and summary["error"] == message.removeprefix("error: ")
+    assert [row["epoch"] for row in summary["history"]] == [0, 1] and (run_dir / "curves.png").is_file()
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint_and_a_readable_metrics_csv(nan_run):

@@ -26,7 +26,7 @@ from rich.table import Table
 from cnncli import __version__, config_dir
 from cnncli.augment import build_augmentation
 from cnncli.checkpoint import AtomicCheckpointIO, load_checkpoint
-from cnncli.classifier import ImageClassifier
+from cnncli.classifier import ImageClassifier, NonFiniteLoss
 from cnncli.config import call_target, validate_train_config
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 from cnncli.leaderboard import record_failure
@@ -114,6 +114,12 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     except SystemExit:  # how Lightning ends a fit stopped by SIGTERM (SIGTERMException) or Ctrl-C (exit 1)
         if not trainer.interrupted:
             raise
+    except NonFiniteLoss as e:  # the run folder still says what happened and shows the epochs completed
+        if is_rank_zero:
+            record_failure(run_dir, e, classifier.history)
+            if classifier.history:
+                plot_curves(classifier.history, run_dir / "curves.png", top5=cfg.data.num_classes > 5)
+        raise
     checkpoint, early_stopping = trainer.checkpoint_callback, trainer.early_stopping_callback
     # read now: testing the best checkpoint below restores the callbacks' state saved with it
     stopped_early_at = early_stopping.stopped_epoch if early_stopping and early_stopping.stopped_epoch else None
@@ -286,7 +292,9 @@ def run(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except Exception as e:
-        failure = record_failure(Path(HydraConfig.get().runtime.output_dir), e)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        summary = run_dir / "summary.json"  # train() may have recorded the failure already, with more detail
+        failure = json.loads(summary.read_text()) if summary.is_file() else record_failure(run_dir, e)
         print(f"error: run {HydraConfig.get().job.num} failed: {failure['error']}", file=sys.stderr)
 
 
