@@ -19,7 +19,7 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import extract_archive
 
-from cnncli.data.mnist import TorchvisionData, files_in_place
+from cnncli.data.torchvision_data import TorchvisionData, files_in_place
 
 
 def _without_md5(cls: type) -> type:

@@ -25,13 +25,15 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
-    """A split holds images and its labels lie in [0, num_classes). (The one-class check lives in each
-    data module, which knows which of its splits must hold every class.)"""
+    """A split holds images, its labels lie in [0, num_classes), and it has two classes or more (one class
+    leaves nothing to learn or measure). (cnncli/data/folder.py checks its file lists the same way.)"""
     if len(labels) == 0:
         raise UserError(f"{where}: no images")
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
         raise UserError(f"{where}: labels span {low}..{high}, outside 0..{num_classes - 1} (data.num_classes={num_classes})")
+    if low == high:
+        raise UserError(f"{where}: every image has label {low}; a split needs at least 2 classes")
 
 
 def class_weights(setting, train_labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:

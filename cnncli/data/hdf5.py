@@ -18,7 +18,6 @@ import torch
 
 from cnncli.data.common import check_fraction, check_labels, stratified_split
 from cnncli.data.memory import InMemoryImageData
-from cnncli.data.mnist import check_classes
 from cnncli.errors import UserError, check_choice
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -114,7 +113,6 @@ class HDF5Data(InMemoryImageData):
         for split, (_, labels, classes) in splits.items():
             where = f"{self.path(split)} ({self.y_key.format(split=split)})"
             check_labels(labels, self.num_classes, where)
-            check_classes(labels, where)
             if classes is not None and len(classes) != self.num_classes:
                 raise UserError(
                     f"{self.path(split)}: {self.classes_key} lists {len(classes)} classes, "

@@ -13,7 +13,7 @@ torchvision's own code). Downloads and the offline message: cnncli/data/mnist.py
 import torch
 from torchvision import datasets
 
-from cnncli.data.mnist import TorchvisionData, files_in_place
+from cnncli.data.torchvision_data import TorchvisionData, files_in_place
 
 SPLITS = {"train": True, "test": False}
 
