@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from cnncli import config_dir
-from cnncli.config import validate_train_config
+from cnncli.config import call_target, validate_train_config
 from cnncli.errors import ConfigError
 from cnncli.optim import build_optimizer, build_scheduler
 
@@ -108,3 +108,15 @@ def test_lr_schedules_follow_their_definitions():
 def test_config_folder_is_the_one_packaged_with_cnncli():
     assert (config_dir() / "train.yaml").is_file() and (config_dir() / "eval.yaml").is_file()
     assert Path(config_dir()).name == "conf"
+
+
+@pytest.mark.parametrize(
+    "normalization",
+    ["{mean:[0.5]}", "{mean:[0.5],std:[0.2,0.3]}", "{mean:[0.5],std:[0.0]}", "[0.5]"],
+)
+def test_bad_normalization_is_a_config_error_for_in_memory_and_folder_data(normalization, tmp_path):
+    for data, extra in (("digits", []), ("imagefolder", [f"data.root={tmp_path}", "data.channels=1"])):
+        cfg = compose_train(f"data={data}", f"data.normalization={normalization}", *extra, resolve=True)
+        with pytest.raises(ConfigError) as error:
+            call_target("data", cfg.data)
+        assert error.value.key == "data.normalization"

@@ -50,3 +50,18 @@ def class_weights(setting, train_labels: torch.Tensor, num_classes: int) -> torc
     if isinstance(setting, str) or len(setting) != num_classes:
         raise ConfigError("data.class_weights", f"must be null, auto or a list of {num_classes} numbers, got {setting!r}")
     return torch.tensor([float(w) for w in setting])
+
+
+def check_normalization(normalization: dict | None, channels: int) -> dict | None:
+    """null (statistics computed on the training split) or {mean: [...], std: [...]}, one value per channel."""
+    if normalization is None:
+        return None
+    if (
+        not isinstance(normalization, dict)
+        or set(normalization) != {"mean", "std"}
+        or any(not isinstance(normalization[k], (list, tuple)) or len(normalization[k]) != channels for k in normalization)
+    ):
+        raise ConfigError("normalization", f"must be null or {{mean: [...], std: [...]}} ({channels} values each)")
+    if min(normalization["std"]) <= 0:
+        raise ConfigError("normalization", "std values must be > 0")
+    return {k: [float(x) for x in normalization[k]] for k in ("mean", "std")}

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
 
-from cnncli.data.common import SPLITS, check_fraction, class_weights, stratified_split
+from cnncli.data.common import SPLITS, check_fraction, check_normalization, class_weights, stratified_split
 from cnncli.errors import ConfigError, UserError, check_choice
 
 log = logging.getLogger(__name__)
@@ -162,12 +162,7 @@ class ImageFolderData(L.LightningDataModule):
         self.test_fraction = check_fraction("test_fraction", test_fraction)
         if val_fraction + test_fraction >= 1:
             raise ConfigError("val_fraction", "val_fraction + test_fraction must leave a training split")
-        if normalization is not None:
-            if set(normalization) != {"mean", "std"} or any(len(normalization[k]) != channels for k in normalization):
-                raise ConfigError("normalization", f"must be null or {{mean: [...], std: [...]}} ({channels} values)")
-            if min(normalization["std"]) <= 0:
-                raise ConfigError("normalization", "std values must be > 0")
-            normalization = {k: [float(x) for x in normalization[k]] for k in ("mean", "std")}
+        normalization = check_normalization(normalization, channels)
         self.name, self.channels, self.image_size, self.num_classes = name, channels, image_size, num_classes
         self.root, self.batch_size = Path(root).expanduser(), batch_size
         self.split_seed, self.min_val_size = split_seed, min_val_size

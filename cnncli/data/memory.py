@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from cnncli.data.common import check_labels, class_weights
+from cnncli.data.common import check_labels, check_normalization, class_weights
 from cnncli.errors import ConfigError
 
 
@@ -87,7 +87,7 @@ class InMemoryImageData(L.LightningDataModule):
         super().__init__()
         self.name, self.channels, self.image_size = name, channels, image_size
         self.num_classes, self.class_names, self.batch_size = num_classes, list(class_names), batch_size
-        self.normalization = normalization  # {"mean": [...], "std": [...]}; None: computed on train
+        self.normalization = check_normalization(normalization, channels)  # None: computed on train in setup()
         self.class_weights_setting = class_weights
         self.class_weights: torch.Tensor | None = None  # loss weights, known after setup()
         self.augment = augment  # a transform of one float image, for the training split (cnncli/augment.py)
