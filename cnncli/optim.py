@@ -54,7 +54,7 @@ def build_optimizer(params, cfg: DictConfig) -> torch.optim.Optimizer:
         raise ConfigError("optimizer.backbone_lr_mult", f"must be a number > 0, got {mult!r}")
     try:
         return OPTIMIZERS[name](params, **options)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: fused=true on a device without the kernels
         raise ConfigError("optimizer", f"{name}: {e}") from None
 
 

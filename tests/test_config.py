@@ -45,7 +45,7 @@ def test_every_group_option_composes_and_validates(group, option):
     assert cfg.model.in_channels == cfg.data.channels
     assert cfg.model.num_classes == cfg.data.num_classes
     for entry in [*cfg.callbacks.values(), *cfg.logger.values()]:
-        assert entry is None or entry._target_.startswith("lightning.pytorch.")
+        assert entry is None or entry._target_.startswith(("lightning.pytorch.", "cnncli.progress."))
         assert entry is None or "/tmp/run" in str(entry.get("dirpath", entry.get("save_dir", "/tmp/run")))
 
 
