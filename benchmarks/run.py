@@ -26,8 +26,6 @@ HERE = Path(__file__).parent
 BENCHMARKS = {
     "throughput": (["data_throughput.py", "--repeats", "3"], ["--repeats", "1", "--epochs", "1"],
                             "`cnncli train` vs a plain PyTorch loop, LeNet-5 on 60,000 MNIST-shaped images (issue 4)"),
-    "step-breakdown": (["step_breakdown.py"], ["--epochs", "1"],
-                       "where a LeNet-5 step's time goes in `cnncli train` and in the plain loop (issue 4)"),
     "time-to-accuracy": (["time_to_accuracy.py", "--repeats", "3"], ["--repeats", "1"],
                          "`cnncli train` vs a plain script, LeNet-5 on digits to >= 97% test top-1 (issue 9)"),
     "startup": (["startup.py", "--repeats", "5"], ["--repeats", "1"],
