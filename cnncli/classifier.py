@@ -30,9 +30,7 @@ class EpochTotals:
 
     def __init__(self, num_classes: int):
         self.top_k = min(5, num_classes)
-        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.pending_logits = 0
-        self.sums = torch.zeros(4, dtype=torch.float64)  # loss x images, top-1 hits, top-5 hits, images
+        self.reset()
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.pending.append((loss.detach(), logits.detach(), labels))
@@ -59,8 +57,9 @@ class EpochTotals:
         return {"loss": loss_sum / images, "acc1": top1 / images, "acc5": top5 / images}
 
     def reset(self) -> None:
-        self.pending, self.pending_logits = [], 0
-        self.sums = torch.zeros(4, dtype=torch.float64)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.pending_logits = 0
+        self.sums = torch.zeros(4, dtype=torch.float64)  # loss x images, top-1 hits, top-5 hits, images
 
 
 class NonFiniteLoss(UserError):

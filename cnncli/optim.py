@@ -54,7 +54,8 @@ def build_optimizer(params, cfg: DictConfig) -> torch.optim.Optimizer:
         raise ConfigError("optimizer.backbone_lr_mult", f"must be a number > 0, got {mult!r}")
     try:
         return OPTIMIZERS[name](params, **options)
-    except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: fused=true on a device without the kernels
+    # RuntimeError: torch refusing fused=true (with foreach=true, or on a device without the kernels)
+    except (TypeError, ValueError, RuntimeError) as e:
         raise ConfigError("optimizer", f"{name}: {e}") from None
 
 

@@ -38,7 +38,7 @@ from cnncli.plots import plot_curves
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*exists and is not empty.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
-# Under DDP: the logged epoch metrics are torchmetrics results, already gathered across the ranks.
+# Under DDP: the logged epoch metrics are sums already added up across the ranks (classifier._log_epoch).
 warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 warnings.filterwarnings("ignore", ".*it is recommended to use `Trainer.devices=1, num_nodes=1.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
