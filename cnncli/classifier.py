@@ -3,16 +3,14 @@
 import math
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 from torch import nn
 
+from cnncli import checkpoint as ckpt
 from cnncli.errors import UserError
-from cnncli.models.transfer import head_layers
 from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
@@ -77,6 +75,7 @@ class ImageClassifier(L.LightningModule):
         class_weights: torch.Tensor | None = None,
         metadata: dict | None = None,
         channels_last: bool = False,
+        head: list[str] = (),
     ):
         super().__init__()
         self.model = model
@@ -84,6 +83,7 @@ class ImageClassifier(L.LightningModule):
         self.label_smoothing, self.l1 = label_smoothing, optimizer.get("l1", 0.0)
         self.register_buffer("class_weights", class_weights)
         self.metadata = metadata or {}  # run config, class names, normalization: stored in every checkpoint
+        self.head = list(head)  # the model's head layers (its card): optimizer.backbone_lr_mult
         self.channels_last = channels_last  # feed NHWC batches (the weights are converted by cnncli train)
         # Loss, top-1 and top-5 accumulate over an epoch and are logged once at its end: a self.log per step
         # costs more than LeNet-5's forward pass
@@ -158,28 +158,16 @@ class ImageClassifier(L.LightningModule):
         self.history.append(row)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["cnncli"] = self.metadata
-        # What Lightning does not restore on resume: the epoch rows (summary.json, curves.png) and the global
-        # random state (shuffling, augmentation, dropout), so a resumed run continues as if never stopped.
-        checkpoint["history"] = self.history
-        rng = _collect_rng_states(include_cuda=False)
-        name, keys, pos, has_gauss, gauss = rng.pop("numpy")  # plain values: checkpoints load with weights_only
-        rng["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
-        checkpoint["rng_states"] = rng
+        ckpt.store(checkpoint, self.metadata, self.history)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._trainer is None or self._trainer.state.fn != TrainerFn.FITTING:
             return  # trainer.test(ckpt_path=best) after the fit takes the weights, not the history
-        self.history = checkpoint.get("history", [])
-        if "rng_states" in checkpoint:
-            rng = dict(checkpoint["rng_states"])
-            name, keys, pos, has_gauss, gauss = rng["numpy"]
-            rng["numpy"] = (name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
-            _set_rng_states(rng)
+        self.history = ckpt.restore(checkpoint)
 
     def configure_optimizers(self):
         # frozen layers (model.freeze) left out; the head first, so param_groups[0]["lr"] is optimizer.lr
-        params = parameter_groups(self.model.named_parameters(), head_layers(self.model), self.optimizer_cfg)
+        params = parameter_groups(self.model.named_parameters(), self.head, self.optimizer_cfg)
         optimizer = build_optimizer(params, self.optimizer_cfg)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

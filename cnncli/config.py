@@ -46,17 +46,24 @@ def call_target(group: str, cfg: DictConfig | dict, **extra):
     arguments. Unlike hydra.utils.instantiate, a mistake comes back as one ConfigError naming the key."""
     options = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     target = options.pop("_target_", None)
-    if not target:
+    if callable(target):  # already resolved by the caller (a registry)
+        builder, target = target, getattr(target, "__qualname__", str(target))
+    elif not target:
         raise ConfigError(f"{group}._target_", "missing: the config must name the function or class to build")
-    try:
-        builder = hydra.utils.get_method(target) if "." in target else None
-    except Exception as e:
-        raise ConfigError(f"{group}._target_", f"cannot import {target!r} ({e})") from None
-    if builder is None:
-        raise ConfigError(f"{group}._target_", f"{target!r} is not a dotted path such as package.module.function")
+    else:
+        builder = _import(group, target)
     try:
         return builder(**options, **extra)
     except ConfigError as e:
         raise e.under(group) from None
     except TypeError as e:
         raise ConfigError(group, f"{target} does not accept these options: {e}") from None
+
+
+def _import(group: str, target: str):
+    if "." not in target:
+        raise ConfigError(f"{group}._target_", f"{target!r} is not a dotted path such as package.module.function")
+    try:
+        return hydra.utils.get_method(target)
+    except Exception as e:  # noqa: BLE001 (Hydra wraps any import failure in its own error types)
+        raise ConfigError(f"{group}._target_", f"cannot import {target!r} ({e})") from None

@@ -38,6 +38,8 @@ def parameter_groups(named_parameters, head: list[str], cfg: DictConfig) -> list
     mult = cfg.get("backbone_lr_mult", 1.0)
     if mult == 1:
         return [p for _, p in trainable]
+    if not head:
+        raise ConfigError("optimizer.backbone_lr_mult", "the model's card declares no head (docs/models.md)")
     in_head = [any(name == layer or name.startswith(layer + ".") for layer in head) for name, _ in trainable]
     groups = [
         {"params": [p for (_, p), is_head in zip(trainable, in_head) if is_head]},

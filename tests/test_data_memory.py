@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from torchvision import datasets
 
 from cnncli import config_dir
-from cnncli.checkpoint import load_checkpoint
+from cnncli.checkpoint import load_file as load_checkpoint
 from cnncli.data.cifar import CIFAR10Data, CIFAR100Data
 from cnncli.data.fake import FakeData
 from cnncli.data.hdf5 import HDF5Data

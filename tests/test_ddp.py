@@ -9,11 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import train
-from omegaconf import OmegaConf
 
-from cnncli.checkpoint import load_checkpoint, model_state_dict
-from cnncli.config import call_target
-from cnncli.models import build_model
+from cnncli.checkpoint import Checkpoint
 
 DATA = ["data=fake", "data.channels=1", "data.train_size=640", "data.val_size=201", "data.test_size=199"]
 
@@ -27,13 +24,10 @@ def ddp_run(tmp_path_factory):
 
 def evaluate(checkpoint_path, split: str) -> dict:
     """Loss and top-1 of a checkpoint on a whole split, in this one process."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    cfg = OmegaConf.create(checkpoint["cnncli"]["config"])
-    cfg.data.normalization = checkpoint["cnncli"]["normalization"]
-    data = call_target("data", cfg.data)
+    checkpoint = Checkpoint(checkpoint_path)
+    data = checkpoint.datamodule()
     data.setup()
-    model = build_model(cfg.model).eval()
-    model.load_state_dict(model_state_dict(checkpoint))
+    model = checkpoint.network()
     images, labels = data.splits[split].__getitems__(list(range(len(data.splits[split]))))
     with torch.no_grad():
         logits = model(images)

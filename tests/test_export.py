@@ -55,25 +55,18 @@ def exported(short_run, tmp_path_factory):
 def checkpoint_predictions(exported):
     """The checkpoint model's top-1 predictions on the whole test split, in PyTorch, as `cnncli eval`
     computes them, with the raw uint8 test images and their labels."""
-    from omegaconf import OmegaConf
+    from cnncli.checkpoint import Checkpoint
 
-    from cnncli.checkpoint import load_checkpoint, model_state_dict
-    from cnncli.config import call_target
-    from cnncli.models import build_model
-
-    checkpoint = load_checkpoint(exported["ckpt"])
-    stored = checkpoint["cnncli"]
-    run = OmegaConf.create(stored["config"])
-    data = call_target("data", OmegaConf.merge(run.data, {"normalization": stored["normalization"]}))
+    checkpoint = Checkpoint(exported["ckpt"])
+    data = checkpoint.datamodule()
     data.setup("test")
-    model = build_model(run.model)
-    model.load_state_dict(model_state_dict(checkpoint))
-    model.eval()
+    model = checkpoint.network()
     with torch.inference_mode():
         predictions = torch.cat([model(x).argmax(1) for x, _ in data.test_dataloader()])
     test = data.splits["test"]
     return {"predictions": predictions.tolist(), "labels": test.labels.tolist(), "images": test.images.numpy(),
-            "stored": stored}
+            "stored": {"config": checkpoint.run_config, "normalization": checkpoint.normalization,
+                       "cnncli_version": checkpoint.cnncli_version}}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import cnncli
 
-from cnncli.checkpoint import model_state_dict
+from cnncli.checkpoint import network_weights as model_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import cnncli
 from cnncli.data.digits import DigitsDataModule
 from cnncli.errors import ConfigError, UserError
 from cnncli.models import build_model
-from cnncli.models.transfer import head_layers
+from cnncli.models import model_parts
 from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
 
 LOW_DIGITS = ["data.classes=[0,1,2,3,4]", "data.num_classes=5"]
@@ -230,7 +230,7 @@ def test_backbone_lr_mult_makes_a_slower_group_and_leaves_frozen_layers_out(comp
     model = build_model(cfg.model)
     model.conv1.weight.requires_grad_(False)
     optimizer = build_optimizer(
-        parameter_groups(model.named_parameters(), head_layers(model), cfg.optimizer), cfg.optimizer
+        parameter_groups(model.named_parameters(), model_parts(cfg.model, model).head, cfg.optimizer), cfg.optimizer
     )
     head, rest = optimizer.param_groups
     assert [p.shape for p in head["params"]] == [(10, 64), (10,)] and head["lr"] == 0.01
@@ -261,3 +261,31 @@ def test_data_classes_selects_and_relabels_digits():
         DigitsDataModule(**common, num_classes=2, classes=[1, 1])
     with pytest.raises(ConfigError, match="digits has no images of class 12 in its train split"):
         DigitsDataModule(**common, num_classes=2, classes=[1, 12]).setup()
+
+
+def test_a_fine_tuned_checkpoint_needs_none_of_its_starting_weights(low_digits_run, fine_tuned, tmp_path):
+    """eval, predict, export and viz rebuild the network without `model.weights`: the checkpoint holds it all,
+    so they work after the run it started from was moved away."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    run_dir, summary = fine_tuned[0]
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    image = tmp_path / "seven.png"
+    Image.fromarray((load_digits().images[7] * 15).astype("uint8")).resize((32, 32)).save(image)
+    moved = tmp_path / "moved"
+    low_digits_run.rename(moved)
+    try:
+        for args in (
+            ["eval", f"ckpt_path={ckpt}", f"out={tmp_path / 'eval'}"],
+            ["predict", f"ckpt_path={ckpt}", f"inputs=[{image}]"],
+            ["export", f"ckpt_path={ckpt}", "format=torchscript", f"out={tmp_path / 'model.ts'}"],
+            ["viz", "featuremaps", f"ckpt_path={ckpt}", f"image={image}", f"out={tmp_path / 'viz'}"],
+        ):
+            result = run_cnncli(*args, cwd=tmp_path)
+            assert result.returncode == 0, f"{args[0]}: {result.stderr[-2000:]}"
+    finally:
+        moved.rename(low_digits_run)
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluated["test/acc1"] == pytest.approx(summary["test"]["test/acc1"], abs=1e-6)
+    assert (tmp_path / "model.ts").is_file()

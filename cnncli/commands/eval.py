@@ -19,10 +19,9 @@ from torchmetrics.functional.classification import (
 )
 
 from cnncli import config_dir
-from cnncli.checkpoint import load_checkpoint, model_state_dict, run_folder
+from cnncli.checkpoint import Checkpoint, run_folder
 from cnncli.config import call_target, check_number
 from cnncli.errors import UserError, reports_user_errors
-from cnncli.models import build_model
 from cnncli.plots import plot_confusion_matrix, plot_image_grid
 
 
@@ -35,30 +34,26 @@ def predict(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]
 
 def evaluate(cfg: DictConfig) -> dict:
     check_number(cfg, "errors", 0, integer=True)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    stored = checkpoint["cnncli"]
-    run = OmegaConf.create(stored["config"])
-    data_cfg = cfg.get("data") or run.data
-    if data_cfg.num_classes != run.data.num_classes:
-        raise UserError(
-            f"data {data_cfg.get('name')!r} has {data_cfg.num_classes} classes; "
-            f"the checkpoint's model predicts {run.data.num_classes}"
-        )
-    # Other data is converted to the channels and size the network was trained on, and normalized with the
-    # run's own statistics: evaluation sees exactly what training saw.
-    data_cfg = OmegaConf.merge(
-        data_cfg,
-        {"channels": run.data.channels, "image_size": run.data.image_size, "normalization": stored["normalization"]},
-    )
-    datamodule = call_target("data", data_cfg)
+    checkpoint = Checkpoint(cfg.ckpt_path)
+    model = checkpoint.network(trust_code=cfg.trust_model_code)
+    pre = checkpoint.preprocessing
+    if cfg.get("data"):  # the user's data config: other data, converted to what the network was trained on
+        if cfg.data.num_classes != checkpoint.num_classes:
+            raise UserError(
+                f"data {cfg.data.get('name')!r} has {cfg.data.num_classes} classes; "
+                f"the checkpoint's model predicts {checkpoint.num_classes}"
+            )
+        data_cfg = OmegaConf.merge(cfg.data, {"channels": pre.channels, "image_size": pre.image_size,
+                                              "normalization": checkpoint.normalization})
+        datamodule, data_name = call_target("data", data_cfg), cfg.data.get("name")
+    else:  # the run's own data, with the run's own statistics: evaluation sees exactly what training saw
+        datamodule, data_name = checkpoint.datamodule(cfg.trust_model_code), checkpoint.data_name
     datamodule.batch_size = cfg.batch_size
     datamodule.setup("test")
-    model = build_model(run.model, trust_code=cfg.trust_model_code)
-    model.load_state_dict(model_state_dict(checkpoint))
     logits, labels = predict(model, datamodule.test_dataloader())
 
-    n = run.data.num_classes
-    names = list(stored.get("class_names") or range(n))
+    n = checkpoint.num_classes
+    names = checkpoint.class_names
     per_class = {
         metric: fn(logits, labels, num_classes=n, average=None).tolist()
         for metric, fn in (("precision", multiclass_precision), ("recall", multiclass_recall), ("f1", multiclass_f1_score))
@@ -66,10 +61,10 @@ def evaluate(cfg: DictConfig) -> dict:
     matrix = multiclass_confusion_matrix(logits, labels, num_classes=n)
     results = {
         "checkpoint": str(cfg.ckpt_path),
-        "data": data_cfg.get("name"),
+        "data": data_name,
         "samples": len(labels),
         # the loss as training measured it: weighted when the run used class weights
-        "test/loss": F.cross_entropy(logits, labels, weight=checkpoint["state_dict"].get("class_weights")).item(),
+        "test/loss": F.cross_entropy(logits, labels, weight=checkpoint.class_weights).item(),
         "test/acc1": multiclass_accuracy(logits, labels, num_classes=n, top_k=1, average="micro").item(),
         "test/acc5": multiclass_accuracy(logits, labels, num_classes=n, top_k=min(5, n), average="micro").item(),
         "per_class": {str(name): {m: per_class[m][i] for m in per_class} | {"support": int(matrix[i].sum())}
@@ -85,8 +80,8 @@ def evaluate(cfg: DictConfig) -> dict:
     written = [out / "eval.json", out / "confusion_matrix.png"]
     if cfg.errors:
         written.append(out / "errors.png")
-        plot_errors(results["worst"], datamodule.test_dataloader().dataset, stored["normalization"],
-                    [str(x) for x in names], written[-1])
+        plot_errors(results["worst"], datamodule.test_dataloader().dataset, checkpoint.normalization,
+                    names, written[-1])
     _print(results, written)
     return results
 

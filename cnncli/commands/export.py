@@ -27,16 +27,15 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
 from cnncli import __version__, config_dir
-from cnncli.checkpoint import load_checkpoint, model_state_dict, run_folder
-from cnncli.config import call_target, check_number
+from cnncli.checkpoint import Checkpoint, run_folder
+from cnncli.config import check_number
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
-from cnncli.models import build_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "exported_program": ".pt2"}
 METADATA_KEY = "cnncli"  # ONNX metadata_props key
@@ -56,31 +55,29 @@ def config_sha256(config: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def export_metadata(stored: dict, fmt: str, dynamic_batch: bool, batch_size: int) -> dict:
+def export_metadata(checkpoint: Checkpoint, fmt: str, dynamic_batch: bool, batch_size: int) -> dict:
     """What a consumer needs to feed the file and read its output, stored inside it."""
-    config = stored["config"]
-    data = config["data"]
-    channels, size = int(data["channels"]), int(data["image_size"])
-    names = stored.get("class_names") or [str(i) for i in range(int(data["num_classes"]))]
+    pre = checkpoint.preprocessing
+    channels, size = pre.channels, pre.image_size
     return {
         "format": fmt,
-        "model": config["model"].get("_target_"),
-        "data": data.get("name"),
-        "class_names": [str(name) for name in names],
-        "num_classes": int(data["num_classes"]),
+        "model": checkpoint.model_name,
+        "data": checkpoint.data_name,
+        "class_names": checkpoint.class_names,
+        "num_classes": checkpoint.num_classes,
         "channels": channels,
         "image_size": [size, size],
-        "resize": data.get("resize", "stretch"),  # how the run fitted images to image_size (cnncli/data/folder.py)
+        "resize": pre.resize,  # how the run fitted images to image_size (cnncli/data/folder.py)
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "input_shape": ["batch" if dynamic_batch else batch_size, channels, size, size],
         "input": "float32 NCHW: pixel values / 255, then (x - mean) / std per channel",
         "output": "logits, one per class (softmax for probabilities)",
-        "mean": list(stored["normalization"]["mean"]),
-        "std": list(stored["normalization"]["std"]),
+        "mean": pre.mean,
+        "std": pre.std,
         "cnncli_version": __version__,
-        "checkpoint_cnncli_version": stored.get("cnncli_version"),
-        "config_sha256": config_sha256(config),
+        "checkpoint_cnncli_version": checkpoint.cnncli_version,
+        "config_sha256": config_sha256(checkpoint.run_config),
     }
 
 
@@ -310,12 +307,12 @@ def _validate(cfg: DictConfig) -> None:
         raise ConfigError("opset", f"applies to format=onnx only, not format={cfg.format}")
 
 
-def verification_inputs(run: DictConfig, stored: dict, test_images: int | None, random_images: int) -> dict:
+def verification_inputs(checkpoint: Checkpoint, test_images: int | None, random_images: int, trust_code: bool) -> dict:
     """The first `test_images` images of the run's test split (null: all of it), normalized as in
     training, and `random_images` N(0, 1) inputs (seeded) of the same shape."""
     inputs = {}
     if test_images != 0:
-        data = call_target("data", OmegaConf.merge(run.data, {"normalization": stored["normalization"]}))
+        data = checkpoint.datamodule(trust_code)
         data.setup("test")
         images, seen = [], 0
         for x, _ in data.test_dataloader():
@@ -324,7 +321,8 @@ def verification_inputs(run: DictConfig, stored: dict, test_images: int | None, 
             if test_images is not None and seen >= test_images:
                 break
         inputs["test"] = torch.cat(images)[:test_images]
-    shape = (int(run.data.channels), int(run.data.image_size), int(run.data.image_size))
+    pre = checkpoint.preprocessing
+    shape = (pre.channels, pre.image_size, pre.image_size)
     inputs["random"] = torch.randn(random_images, *shape, generator=torch.Generator().manual_seed(0))
     return inputs
 
@@ -335,18 +333,14 @@ def export(cfg: DictConfig) -> dict:
     if fmt == "onnx":
         require_onnx()
     ckpt_path = Path(str(cfg.ckpt_path))
-    checkpoint = load_checkpoint(ckpt_path)
-    stored = checkpoint["cnncli"]
-    run = OmegaConf.create(stored["config"])
+    checkpoint = Checkpoint(ckpt_path)
     out = output_path(cfg.out, ckpt_path, FORMATS[fmt])
-    model = build_model(run.model, trust_code=cfg.trust_model_code, starting_weights=False)
-    model.load_state_dict(model_state_dict(checkpoint))
-    model = without_aux_heads(model)
+    model = without_aux_heads(checkpoint.network(cfg.trust_model_code))
 
     dynamic = bool(cfg.dynamic_batch)
     fixed_batch = int(cfg.batch_size)
-    metadata = export_metadata(stored, fmt, dynamic, fixed_batch)
-    inputs = verification_inputs(run, stored, cfg.test_images, int(cfg.random_images))
+    metadata = export_metadata(checkpoint, fmt, dynamic, fixed_batch)
+    inputs = verification_inputs(checkpoint, cfg.test_images, int(cfg.random_images), cfg.trust_model_code)
     batches = {"test": TEST_BATCH, "random": 1} if dynamic else dict.fromkeys(inputs, fixed_batch)
     example = inputs["random"][:1].expand(EXAMPLE_BATCH if dynamic else fixed_batch, -1, -1, -1).contiguous()
     reference = run_pytorch(model, inputs, batches, fixed=not dynamic)

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from cnncli import config_dir
-from cnncli.checkpoint import load_checkpoint, model_state_dict
+from cnncli.checkpoint import Checkpoint
 from cnncli.data.folder import ImageFiles, UnreadableImage
 from cnncli.errors import UserError, reports_user_errors
-from cnncli.models import build_model
 
 
 def image_files(inputs: list[str]) -> list[Path]:
@@ -40,15 +39,12 @@ class CheckpointModel:
     """A checkpoint's network with what predicting needs: input shape, normalization, class names."""
 
     def __init__(self, path: str, trust_code: bool):
-        checkpoint = load_checkpoint(path)
-        stored = checkpoint["cnncli"]
-        run = OmegaConf.create(stored["config"])
-        self.model = build_model(run.model, trust_code=trust_code, starting_weights=False).eval()
-        self.model.load_state_dict(model_state_dict(checkpoint))
-        self.channels, self.image_size = run.data.channels, run.data.image_size
-        self.resize = run.data.get("resize", "stretch")
-        self.mean, self.std = stored["normalization"]["mean"], stored["normalization"]["std"]
-        self.class_names = [str(name) for name in stored["class_names"]]
+        checkpoint = Checkpoint(path)
+        self.model = checkpoint.network(trust_code)
+        pre = checkpoint.preprocessing
+        self.channels, self.image_size, self.resize, self.mean, self.std = (
+            pre.channels, pre.image_size, pre.resize, pre.mean, pre.std)  # fmt: skip
+        self.class_names = checkpoint.class_names
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -23,14 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from cnncli import __version__, config_dir
+from cnncli import config_dir
 from cnncli.augment import build_augmentation
-from cnncli.checkpoint import AtomicCheckpointIO, load_checkpoint
+from cnncli import checkpoint as ckpt
+from cnncli.checkpoint import AtomicCheckpointIO, Checkpoint
 from cnncli.classifier import ImageClassifier, NonFiniteLoss
 from cnncli.config import call_target, validate_train_config
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 from cnncli.leaderboard import record_failure
-from cnncli.models import build_model
+from cnncli.models import build_model, model_parts
 from cnncli.plots import plot_curves
 
 # Lightning hints that are noise here: in-memory batches need no worker processes, and the run folder
@@ -81,13 +82,9 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
         scheduler=cfg.scheduler,
         label_smoothing=cfg.label_smoothing,
         class_weights=datamodule.class_weights,
-        metadata={
-            "config": run_config,
-            "class_names": datamodule.class_names,
-            "normalization": datamodule.normalization,
-            "cnncli_version": __version__,
-        },
+        metadata=ckpt.metadata(run_config, datamodule.class_names, datamodule.normalization),
         channels_last=cfg.channels_last,
+        head=model_parts(run_config["model"], model).head,
     )
     progress_bar = cfg.trainer.get("enable_progress_bar", True)
     try:
@@ -196,8 +193,8 @@ def _keep_metrics_csv(trainer: L.Trainer, checkpoint_path: str) -> None:
     path = Path(logger.log_dir) / "metrics.csv" if logger else None
     if path is None or not path.is_file():
         return
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
-    last_epoch = checkpoint["history"][-1]["epoch"] if checkpoint.get("history") else -1
+    checkpoint = Checkpoint(checkpoint_path)
+    last_epoch = checkpoint.history[-1]["epoch"] if checkpoint.history else -1
     with open(path, newline="") as f:
         rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
     kept = [
@@ -206,7 +203,7 @@ def _keep_metrics_csv(trainer: L.Trainer, checkpoint_path: str) -> None:
         # epoch rows up to the checkpoint's (the test row is written again at the end); rows without an
         # epoch (learning rate) logged before the checkpoint's step
         if (row.get("epoch", last_epoch + 1) <= last_epoch and not any(k.startswith("test/") for k in row))
-        or ("epoch" not in row and row.get("step", 0) < checkpoint["global_step"])
+        or ("epoch" not in row and row.get("step", 0) < checkpoint.global_step)
     ]
     writer = logger.experiment  # created now: this is when it deletes the file
     for row in kept:
@@ -332,9 +329,24 @@ def _resume_arguments(args: list[str]) -> list[str]:
         raise ConfigError("resume", "continues one run; it cannot be combined with -m/--multirun")
     run_dir = _find_run(resume[-1])
     given = [arg for arg in args if _override_key(arg) not in ("resume", "hydra.run.dir")]
-    keys = {"resume", *map(_override_key, given)}
+    keys = {"resume", "hydra.run.dir", *map(_override_key, given)}
     original = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") if _override_key(o) not in keys]
+    if not any(_override_key(arg) == "trust_model_code" and arg.endswith("=true") for arg in args):
+        for override in original:
+            _check_stored_override(override, run_dir)
     return [*original, *given, f"hydra.run.dir='{run_dir}'", f"resume='{run_dir}'"]
+
+
+def _check_stored_override(override: str, run_dir: Path) -> None:
+    """A run folder is untrusted data too: its stored overrides may pick config options and set values, but
+    not name code (`_target_`, `_partial_`, `_args_` ...) nor reach into Hydra (its callbacks, its search
+    path for config files, its logging config, whose factories are code too)."""
+    key = _override_key(override)
+    if key.startswith("hydra") or any(part.startswith("_") for part in key.replace("/", ".").split(".")):
+        raise UserError(
+            f"resume: refused for safety: {run_dir}/.hydra/overrides.yaml sets {key}, which can name code to "
+            "run; pass trust_model_code=true only if you trust where this run folder came from"
+        )
 
 
 def _find_run(value: str) -> Path:
@@ -348,5 +360,5 @@ def _find_run(value: str) -> Path:
     for needed in (".hydra/overrides.yaml", "checkpoints/last.ckpt"):
         if not (run_dir / needed).is_file():
             raise UserError(f"resume={value}: {run_dir / needed} not found (resume takes a cnncli train run folder)")
-    load_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # a truncated file stops here, before Hydra writes
+    Checkpoint(run_dir / "checkpoints" / "last.ckpt")  # a truncated file stops here, before Hydra writes
     return run_dir

@@ -49,6 +49,7 @@ from torch import nn
 
 from cnncli.errors import ConfigError, check_choice
 from cnncli.models.common import check_dropout, check_flag, check_input_size, with_in_channels
+from cnncli.models import ModelCard
 
 VARIANTS = ("single_tower", "two_tower", "torchvision")
 # the smallest inputs the convs and pools leave a map of at least 1x1 for (searched on the meta device)
@@ -178,3 +179,20 @@ def _init_normal(model: nn.Module, std: float, bias_one: list[nn.Module]) -> Non
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             module.weight.normal_(0, std)
             module.bias.fill_(1.0 if any(module is m for m in bias_one) else 0.0)
+
+
+def _alexnet_card(name: str, image_size: int, min_size, **facts) -> ModelCard:
+    return ModelCard(
+        channels=3, image_size=image_size, num_classes=1000, min_size=min_size,
+        head=("classifier.6",), classifier=("classifier",), first_conv="features.0", **facts,
+    )  # fmt: skip
+
+
+MODELS = {
+    "alexnet": _alexnet_card(
+        "alexnet", 227, lambda o: MIN_IMAGE_SIZE[o.get("variant", "single_tower")],
+        paper_params=60e6, paper_source="Krizhevsky et al. 2012",
+        imagenet_weights=lambda o: "alexnet" if o.get("variant") == "torchvision" else None,
+    ),
+    "zfnet": _alexnet_card("zfnet", 224, MIN_IMAGE_SIZE["zfnet"]),
+}  # fmt: skip

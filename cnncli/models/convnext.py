@@ -20,6 +20,7 @@ from torch import nn
 
 from cnncli.errors import ConfigError
 from cnncli.models.common import check_input_size, with_in_channels
+from cnncli.models import ModelCard
 
 MIN_IMAGE_SIZE = 32  # 4 * 2 * 2 * 2
 
@@ -49,3 +50,17 @@ def convnext_small(
     in_channels: int = 3, num_classes: int = 1000, image_size: int = 224, stochastic_depth_prob: float = 0.4
 ) -> nn.Module:
     return _convnext("convnext_small", in_channels, num_classes, image_size, stochastic_depth_prob)
+
+
+def _convnext_card(name: str, params: float, macs: float) -> ModelCard:
+    return ModelCard(
+        channels=3, image_size=224, num_classes=1000, min_size=MIN_IMAGE_SIZE,
+        head=("classifier.2",), classifier=("classifier",), first_conv="features.0.0",
+        paper_params=params, paper_macs=macs, paper_source="Liu et al. 2022, table", imagenet_weights=name,
+    )  # fmt: skip
+
+
+MODELS = {
+    "convnext_tiny": _convnext_card("convnext_tiny", 28e6, 4.5e9),
+    "convnext_small": _convnext_card("convnext_small", 50e6, 8.7e9),
+}

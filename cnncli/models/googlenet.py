@@ -47,6 +47,7 @@ from torch import nn
 
 from cnncli.errors import check_choice
 from cnncli.models.common import check_dropout, check_flag, check_input_size, with_in_channels
+from cnncli.models import ModelCard
 
 MIN_IMAGE_SIZE = {"paper": 31, "torchvision": 15}  # five 3x3 stride-2 stages must leave 1x1
 
@@ -170,3 +171,19 @@ class GoogLeNet(nn.Module):
         logits = self.head(self.inception5(self.inception4e(x)))
         # the auxiliary heads only train: at inference they are discarded, as in the paper
         return (logits, aux1, aux2) if aux1 is not None else logits
+
+
+def _torchvision(o: dict) -> bool:
+    return o.get("variant") == "torchvision"
+
+
+MODELS = {
+    "googlenet": ModelCard(
+        channels=3, image_size=224, num_classes=1000, min_size=lambda o: MIN_IMAGE_SIZE[o.get("variant", "paper")],
+        head=lambda o: ("fc" if _torchvision(o) else "head.3", "aux1.fc2", "aux2.fc2"),
+        classifier=lambda o: ("fc" if _torchvision(o) else "head", "aux1", "aux2"),
+        first_conv=lambda o: "conv1.conv" if _torchvision(o) else "stem.0.0",
+        paper_macs=1.5e9, paper_source="Szegedy et al. 2015 (its 1.5G budget)",
+        imagenet_weights=lambda o: "googlenet" if _torchvision(o) else None,
+    ),
+}  # fmt: skip

@@ -42,6 +42,7 @@ from torch import nn
 
 from cnncli.errors import check_choice
 from cnncli.models.common import check_dropout, check_input_size
+from cnncli.models import ModelCard
 
 VARIANTS = {"modern": (nn.ReLU, nn.MaxPool2d), "classic": (nn.Tanh, nn.AvgPool2d), "paper": None}
 MIN_IMAGE_SIZE = 16  # C1, S2, C3, S4 leave ((size - 4) // 2 - 4) // 2 pixels: 1 at 16, 0 at 15
@@ -185,3 +186,13 @@ def _uniform_(tensor: torch.Tensor, bound: float) -> None:
     """The paper's initialization: uniform in +-2.4/F, F the unit's fan-in, small enough to keep the
     squashing functions off their flat ends."""
     tensor.uniform_(-bound, bound)
+
+
+# The facts of the zoo's models (cnncli/models/__init__.py); in a Sequential, "-1" is the last layer.
+MODELS = {
+    "lenet5": ModelCard(
+        channels=1, image_size=32, num_classes=10, min_size=MIN_IMAGE_SIZE,
+        head=("-1",), classifier=("-7:",), first_conv="0",  # C5, F6 and the output, in every variant
+        paper_params=60_000, paper_source="LeCun et al. 1998",
+    ),
+}  # fmt: skip

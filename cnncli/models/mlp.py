@@ -4,6 +4,7 @@ from torch import nn
 
 from cnncli.errors import ConfigError
 from cnncli.models.common import check_dropout, make_activation
+from cnncli.models import ModelCard
 
 
 def mlp(
@@ -26,3 +27,8 @@ def mlp(
             layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(widths[-1], num_classes))
     return nn.Sequential(*layers)
+
+
+MODELS = {
+    "mlp": ModelCard(channels=1, image_size=28, num_classes=10, min_size=1, head=("-1",), classifier=("1:",)),
+}

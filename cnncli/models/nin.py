@@ -38,6 +38,7 @@ from torch import nn
 
 from cnncli.errors import check_choice
 from cnncli.models.common import check_dropout, check_input_size
+from cnncli.models import ModelCard
 
 MIN_IMAGE_SIZE = {"cifar10": 4, "imagenet": 39}  # the smallest inputs the pools leave 1x1 of
 
@@ -87,3 +88,12 @@ def nin(
         ]
     # global average pooling replaces the fully connected classifier: one average per class map
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+MODELS = {
+    "nin": ModelCard(
+        channels=3, image_size=32, num_classes=10, min_size=lambda o: MIN_IMAGE_SIZE[o.get("variant", "cifar10")],
+        # the last 1x1 conv outputs one map per class; the global average pool makes them the scores
+        head=("-4",), classifier=("-4",), first_conv="0",
+    ),
+}  # fmt: skip

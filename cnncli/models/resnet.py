@@ -37,6 +37,7 @@ import torchvision
 from torch import nn
 
 from cnncli.models.common import check_input_size, kaiming_fan_out, with_in_channels
+from cnncli.models import ModelCard
 
 MIN_IMAGE_SIZE = 1  # every stride is padded and the head pools globally: even 1x1 passes through
 
@@ -133,3 +134,19 @@ def resnet56(in_channels: int = 3, num_classes: int = 10, image_size: int = 32) 
 
 def resnet110(in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
     return _cifar_resnet(110, in_channels, num_classes, image_size)
+
+
+def _resnet_card(image_size: int, num_classes: int, imagenet: str | None = None, **paper) -> ModelCard:
+    return ModelCard(
+        channels=3, image_size=image_size, num_classes=num_classes, min_size=MIN_IMAGE_SIZE,
+        head=("fc",), classifier=("fc",), first_conv="conv1", imagenet_weights=imagenet,
+        paper_source="He et al. 2016, " + ("table 1" if imagenet else "table 6 (CIFAR-10)"), **paper,
+    )  # fmt: skip
+
+
+MODELS = {
+    **{name: _resnet_card(224, 1000, name, paper_macs=macs) for name, macs in (
+        ("resnet18", 1.8e9), ("resnet34", 3.6e9), ("resnet50", 3.8e9), ("resnet101", 7.6e9), ("resnet152", 11.3e9))},
+    **{name: _resnet_card(32, 10, paper_params=params) for name, params in (
+        ("resnet20", 0.27e6), ("resnet32", 0.46e6), ("resnet44", 0.66e6), ("resnet56", 0.85e6), ("resnet110", 1.7e6))},
+}  # fmt: skip

@@ -15,6 +15,7 @@ network works from 6x6 up (6 -> 4 -> 2 -> 1) and its size grows with the input.
 from torch import nn
 
 from cnncli.models.common import check_dropout, check_input_size, make_activation
+from cnncli.models import ModelCard
 
 MIN_IMAGE_SIZE = 6  # two valid 3x3 convs take 4 pixels off, the 2x2 pool needs 2 of what is left
 
@@ -47,3 +48,11 @@ def simple_cnn(
         nn.Dropout(dropout),
         nn.Linear(32 * pooled * pooled, num_classes),
     )
+
+
+MODELS = {
+    "simple_cnn": ModelCard(
+        channels=3, image_size=64, num_classes=6, min_size=MIN_IMAGE_SIZE,
+        head=("-1",), classifier=("-2:",), first_conv="0",  # dropout and dense after the flatten
+    ),
+}  # fmt: skip

@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 
 from cnncli.models.common import check_dropout, check_flag, check_input_size, kaiming_fan_out, with_in_channels
+from cnncli.models import ModelCard
 
 MIN_IMAGE_SIZE = 32  # 2^5: five 2x2 max pools
 
@@ -54,3 +55,21 @@ def vgg16(in_channels=3, num_classes=1000, image_size=224, batch_norm=False, dro
 
 def vgg19(in_channels=3, num_classes=1000, image_size=224, batch_norm=False, dropout=0.5) -> nn.Module:
     return _vgg("vgg19", in_channels, num_classes, image_size, batch_norm, dropout)
+
+
+def _vgg_card(name: str, params: float, macs: float | None) -> ModelCard:
+    return ModelCard(
+        channels=3, image_size=224, num_classes=1000, min_size=MIN_IMAGE_SIZE,
+        head=("classifier.6",), classifier=("classifier",), first_conv="features.0",
+        paper_params=params, paper_macs=macs,
+        paper_source="Simonyan & Zisserman 2015 table 2" + ("; MACs: He et al. 2016" if macs else ""),
+        imagenet_weights=lambda o: name + ("_bn" if o.get("batch_norm") else ""),
+    )  # fmt: skip
+
+
+MODELS = {
+    "vgg11": _vgg_card("vgg11", 133e6, None),
+    "vgg13": _vgg_card("vgg13", 133e6, None),
+    "vgg16": _vgg_card("vgg16", 138e6, 15.3e9),
+    "vgg19": _vgg_card("vgg19", 144e6, 19.6e9),
+}
