@@ -203,12 +203,16 @@ def main() -> None:
     ]
     headline = {}
     for name, rows in epochs.items():
-        ratios = {plain: [(e["cnncli"][1] / e["cnncli"][0]) / (e[plain][1] / e[plain][0]) for e in rows]
-                  for plain in (PLAIN, PLAIN_FUSED)}
+        ratios = {
+            plain: [(e["cnncli"][1] / e["cnncli"][0]) / (e[plain][1] / e[plain][0]) for e in rows]
+            for plain in (PLAIN, PLAIN_FUSED)
+        }
         median = statistics.median(ratios[PLAIN])
-        lines.append(f"| {name} | {rate(rows, 'cnncli'):,.0f} | {rate(rows, PLAIN):,.0f} | {median:.3f} | "
-                     f"{min(ratios[PLAIN]):.3f} | {max(ratios[PLAIN]):.3f} | {rate(rows, PLAIN_FUSED):,.0f} | "
-                     f"{statistics.median(ratios[PLAIN_FUSED]):.3f} |")
+        lines.append(
+            f"| {name} | {rate(rows, 'cnncli'):,.0f} | {rate(rows, PLAIN):,.0f} | {median:.3f} | "
+            f"{min(ratios[PLAIN]):.3f} | {max(ratios[PLAIN]):.3f} | {rate(rows, PLAIN_FUSED):,.0f} | "
+            f"{statistics.median(ratios[PLAIN_FUSED]):.3f} |"
+        )
         headline[f"ratio_median cnncli train ({name})"] = round(median, 3)
         headline[f"like_for_like_ratio cnncli train ({name})"] = round(statistics.median(ratios[PLAIN_FUSED]), 3)
     emit("\n".join(lines), headline, args.json)

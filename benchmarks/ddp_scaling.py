@@ -30,7 +30,9 @@ def fit_seconds(trainer: str, train_size: int, epochs: int, workdir: str, tag: s
         "data.channels=1", "data.image_size=28", "data.batch_size=128", f"trainer.max_epochs={epochs}",
         "callbacks.early_stopping=null", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())

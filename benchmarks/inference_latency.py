@@ -105,10 +105,18 @@ def main() -> None:
                 throughput = args.batch / median_seconds(fn, many, min(args.warmup, 2), runs)
                 base.setdefault("latency", latency)
                 base.setdefault("throughput", throughput)
-                rows.append((f"{label} {size}x{size}x{channels}", backend, latency * 1e3, base["latency"] / latency,
-                             throughput, throughput / base["throughput"], diff))
-                print(f"  {rows[-1][0]:<22} {backend:<12} {latency * 1e3:8.2f} ms  {throughput:9.1f} img/s",
-                      flush=True)
+                rows.append(
+                    (
+                        f"{label} {size}x{size}x{channels}",
+                        backend,
+                        latency * 1e3,
+                        base["latency"] / latency,
+                        throughput,
+                        throughput / base["throughput"],
+                        diff,
+                    )
+                )
+                print(f"  {rows[-1][0]:<22} {backend:<12} {latency * 1e3:8.2f} ms  {throughput:9.1f} img/s", flush=True)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
@@ -116,14 +124,21 @@ def main() -> None:
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, load average {load:.2f}; "
         f"median of {args.runs} runs after {args.warmup} warm-up",
         "",
-        f"| model | backend | batch 1 latency (ms) | vs eager | batch {args.batch} (images/s) | vs eager | max abs diff |",
+        "| model | backend | batch 1 latency (ms) | vs eager "
+        f"| batch {args.batch} (images/s) | vs eager | max abs diff |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for model, backend, latency, ratio, throughput, tratio, diff in rows:
-        lines.append(f"| {model} | {backend} | {latency:.2f} | {ratio:.2f}x | {throughput:.0f} | {tratio:.2f}x | {diff:.1e} |")
-    headline = {f"onnxruntime_vs_eager_batch1 {model}": round(ratio, 2)
-                for model, backend, _, ratio, *_ in rows if backend == "onnxruntime"}
+        lines.append(
+            f"| {model} | {backend} | {latency:.2f} | {ratio:.2f}x | {throughput:.0f} | {tratio:.2f}x | {diff:.1e} |"
+        )
+    headline = {
+        f"onnxruntime_vs_eager_batch1 {model}": round(ratio, 2)
+        for model, backend, _, ratio, *_ in rows
+        if backend == "onnxruntime"
+    }
     emit("\n".join(lines), headline, args.json)
+
 
 if __name__ == "__main__":
     main()

@@ -86,5 +86,6 @@ def main() -> None:
     }
     emit("\n".join(lines), headline, args.json)
 
+
 if __name__ == "__main__":
     main()

@@ -24,18 +24,36 @@ from pathlib import Path
 HERE = Path(__file__).parent
 # name: (script and arguments, arguments for --quick, what it measures)
 BENCHMARKS = {
-    "throughput": (["data_throughput.py", "--repeats", "3"], ["--repeats", "1", "--epochs", "1"],
-                            "`cnncli train` vs a plain PyTorch loop, LeNet-5 on 60,000 MNIST-shaped images (issue 4)"),
-    "time-to-accuracy": (["time_to_accuracy.py", "--repeats", "3"], ["--repeats", "1"],
-                         "`cnncli train` vs a plain script, LeNet-5 on digits to >= 97% test top-1 (issue 9)"),
-    "startup": (["startup.py", "--repeats", "5"], ["--repeats", "1"],
-                 "start-up time and the heavy packages each command imports (issue 9)"),
-    "params": (["params_meta.py", "--repeats", "3"], ["--repeats", "1"],
-                                  "`cnncli params` time and memory for big models vs LeNet-5 (issue 3)"),
-    "inference": (["inference_latency.py"], ["--runs", "5", "--warmup", "2"],
-                          "exported models: onnxruntime and TorchScript vs PyTorch eager (issue 5)"),
-    "ddp": (["ddp_scaling.py", "--repeats", "2"], ["--repeats", "1"],
-                    "`cnncli train trainer=ddp_cpu` (2 processes) vs 1 process (issue 8)"),
+    "throughput": (
+        ["data_throughput.py", "--repeats", "3"],
+        ["--repeats", "1", "--epochs", "1"],
+        "`cnncli train` vs a plain PyTorch loop, LeNet-5 on 60,000 MNIST-shaped images (issue 4)",
+    ),
+    "time-to-accuracy": (
+        ["time_to_accuracy.py", "--repeats", "3"],
+        ["--repeats", "1"],
+        "`cnncli train` vs a plain script, LeNet-5 on digits to >= 97% test top-1 (issue 9)",
+    ),
+    "startup": (
+        ["startup.py", "--repeats", "5"],
+        ["--repeats", "1"],
+        "start-up time and the heavy packages each command imports (issue 9)",
+    ),
+    "params": (
+        ["params_meta.py", "--repeats", "3"],
+        ["--repeats", "1"],
+        "`cnncli params` time and memory for big models vs LeNet-5 (issue 3)",
+    ),
+    "inference": (
+        ["inference_latency.py"],
+        ["--runs", "5", "--warmup", "2"],
+        "exported models: onnxruntime and TorchScript vs PyTorch eager (issue 5)",
+    ),
+    "ddp": (
+        ["ddp_scaling.py", "--repeats", "2"],
+        ["--repeats", "1"],
+        "`cnncli train trainer=ddp_cpu` (2 processes) vs 1 process (issue 8)",
+    ),
 }
 # (benchmark, headline key, goal text, test of the value)
 GOALS = [
@@ -59,14 +77,16 @@ def machine() -> str:
     except (ValueError, OSError, AttributeError):
         memory = "RAM unknown"
     packages = ", ".join(f"{name} {_version(name)}" for name in ("torch", "lightning", "torchvision", "onnxruntime"))
-    return (f"{cpu}, {os.cpu_count()} CPUs, {memory}; {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}; {packages}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, {memory}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}; {packages}"
+    )
 
 
 def _version(name: str) -> str:
     try:
         return version(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 (importlib.metadata raises several kinds for a missing or odd package)
         return "not installed"
 
 
@@ -87,14 +107,20 @@ def main() -> None:
             out = Path(folder) / f"{script[0]}.json"
             print(f"== {name}: {' '.join(command[1:])}", flush=True)
             began = time.perf_counter()
-            run = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            run = subprocess.run(
+                [*command, "--json", str(out)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            )
             took = time.perf_counter() - began
             shown = "python benchmarks/" + " ".join([script[0], *(quick if args.quick else script[1:])])
             if run.returncode != 0 or not out.exists():
                 print(run.stderr[-2000:], file=sys.stderr)
-                sections.append(f"## {name}\n\n{what}. `{shown}` **failed** (exit {run.returncode}):\n\n"
-                                f"```\n{run.stderr.strip()[-1500:]}\n```\n")
+                sections.append(
+                    f"## {name}\n\n{what}. `{shown}` **failed** (exit {run.returncode}):\n\n"
+                    f"```\n{run.stderr.strip()[-1500:]}\n```\n"
+                )
                 continue
             results[name] = json.loads(out.read_text())
             print(results[name]["markdown"], flush=True)
@@ -107,22 +133,24 @@ def main() -> None:
         value = results[name]["headline"].get(key)
         verdict = "not measured" if value is None else ("met" if met(value) else "**not met**")
         goal_rows.append(f"| {name} | {key} | {value} | {goal} | {verdict} |")
-    text = "\n".join([
-        "# cnncli benchmarks",
-        "",
-        f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` on "
-        f"{started:%Y-%m-%d %H:%M} UTC (load average at start: {load}).",
-        "",
-        f"Machine: {machine()}.",
-        "",
-        "## Goals",
-        "",
-        "| benchmark | figure | measured | goal | |",
-        "|---|---|---:|---|---|",
-        *goal_rows,
-        "",
-        *sections,
-    ])
+    text = "\n".join(
+        [
+            "# cnncli benchmarks",
+            "",
+            f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` on "
+            f"{started:%Y-%m-%d %H:%M} UTC (load average at start: {load}).",
+            "",
+            f"Machine: {machine()}.",
+            "",
+            "## Goals",
+            "",
+            "| benchmark | figure | measured | goal | |",
+            "|---|---|---:|---|---|",
+            *goal_rows,
+            "",
+            *sections,
+        ]
+    )
     args.out.write_text(text)
     print(f"wrote {args.out}")
 

@@ -94,8 +94,13 @@ class Stamps(L.Callback):
             t4 = time.perf_counter()
             p.optimizer.step()
             t5 = time.perf_counter()
-            for name, seconds in (("data (index, normalize)", t1 - t0), ("forward, loss", t2 - t1),
-                                  ("zero_grad", t3 - t2), ("backward", t4 - t3), ("Adam step", t5 - t4)):
+            for name, seconds in (
+                ("data (index, normalize)", t1 - t0),
+                ("forward, loss", t2 - t1),
+                ("zero_grad", t3 - t2),
+                ("backward", t4 - t3),
+                ("Adam step", t5 - t4),
+            ):
                 self.plain_seconds[name] += seconds
         self.plain_steps += steps
 
@@ -118,9 +123,13 @@ def main() -> None:
         return loss
 
     ImageClassifier.training_step = stamped_training_step
-    overrides = [*DATA, f"data.batch_size={args.batch_size}", f"trainer.max_epochs={1 + args.epochs}",
-                 f"trainer.enable_progress_bar={str(args.progress_bar).lower()}",
-                 "callbacks.early_stopping.patience=1000"]
+    overrides = [
+        *DATA,
+        f"data.batch_size={args.batch_size}",
+        f"trainer.max_epochs={1 + args.epochs}",
+        f"trainer.enable_progress_bar={str(args.progress_bar).lower()}",
+        "callbacks.early_stopping.patience=1000",
+    ]
     with tempfile.TemporaryDirectory() as run_dir:
         train(compose_train(overrides, Path(run_dir)), callbacks=(stamps,))
 
@@ -136,13 +145,24 @@ def main() -> None:
     for i in range(max(len(cnncli_rows), len(plain_rows))):
         left = cnncli_rows[i] if i < len(cnncli_rows) else ("", None)
         right = plain_rows[i] if i < len(plain_rows) else ("", None)
-        lines.append(f"| {left[0]} | {'' if left[1] is None else f'{left[1]:,.0f}'} | {right[0]} | "
-                     f"{'' if right[1] is None else f'{right[1]:,.0f}'} |")
+        lines.append(
+            f"| {left[0]} | {'' if left[1] is None else f'{left[1]:,.0f}'} | {right[0]} | "
+            f"{'' if right[1] is None else f'{right[1]:,.0f}'} |"
+        )
     cnncli_total, plain_total = sum(us for _, us in cnncli_rows), sum(us for _, us in plain_rows)
-    lines += [f"| **step** | **{cnncli_total:,.0f}** | **step** | **{plain_total:,.0f}** |", "",
-              f"cnncli - plain: {cnncli_total - plain_total:,.0f} us a step; ratio {plain_total / cnncli_total:.3f}"]
-    emit("\n".join(lines), {"extra_us_per_step": round(cnncli_total - plain_total),
-                             "like_for_like_ratio": round(plain_total / cnncli_total, 3)}, args.json)
+    lines += [
+        f"| **step** | **{cnncli_total:,.0f}** | **step** | **{plain_total:,.0f}** |",
+        "",
+        f"cnncli - plain: {cnncli_total - plain_total:,.0f} us a step; ratio {plain_total / cnncli_total:.3f}",
+    ]
+    emit(
+        "\n".join(lines),
+        {
+            "extra_us_per_step": round(cnncli_total - plain_total),
+            "like_for_like_ratio": round(plain_total / cnncli_total, 3),
+        },
+        args.json,
+    )
 
 
 if __name__ == "__main__":

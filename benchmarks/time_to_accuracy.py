@@ -54,9 +54,18 @@ def plain_loop() -> dict:
     splits = {name: (x[i], labels[i]) for name, i in (("train", train), ("val", val), ("test", test))}
 
     model = nn.Sequential(
-        nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+        nn.Conv2d(1, 6, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, 10),
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -92,7 +101,9 @@ def plain_loop() -> dict:
 
 def timed(command: list[str], cwd: str) -> float:
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -100,7 +111,13 @@ def timed(command: list[str], cwd: str) -> float:
 
 def cnncli_run(workdir: str) -> dict:
     run_dir = Path(workdir) / f"run{time.monotonic_ns()}"
-    command = ["cnncli", "train", "experiment=digits_quick", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    command = [
+        "cnncli",
+        "train",
+        "experiment=digits_quick",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     wall = timed(command, workdir)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"wall_s": wall, "epochs": summary["epochs"], "test_acc1": summary["test"]["test/acc1"]}
@@ -126,8 +143,10 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved: a slow spell on a shared machine hits both
             runs["plain PyTorch script"].append(plain_run(workdir))
             runs["cnncli train experiment=digits_quick"].append(cnncli_run(workdir))
-    rows = {name: {key: statistics.median(r[key] for r in values) for key in ("wall_s", "epochs", "test_acc1")}
-            for name, values in runs.items()}
+    rows = {
+        name: {key: statistics.median(r[key] for r in values) for key in ("wall_s", "epochs", "test_acc1")}
+        for name, values in runs.items()
+    }
     plain, ours = rows.values()
     ratio = ours["wall_s"] / plain["wall_s"]
     lines = [
@@ -136,12 +155,16 @@ def main() -> None:
         "",
         "| job | wall s | epochs | test top-1 | ratio to plain |",
         "|---|---:|---:|---:|---:|",
-        *(f"| {name} | {row['wall_s']:.1f} | {row['epochs']:.0f} | {row['test_acc1']:.4f} | "
-          f"{row['wall_s'] / plain['wall_s']:.2f} |" for name, row in rows.items()),
+        *(
+            f"| {name} | {row['wall_s']:.1f} | {row['epochs']:.0f} | {row['test_acc1']:.4f} | "
+            f"{row['wall_s'] / plain['wall_s']:.2f} |"
+            for name, row in rows.items()
+        ),
     ]
     reached = all(row["test_acc1"] >= GOAL_ACCURACY for row in rows.values())
     headline = {"time_to_accuracy_ratio": round(ratio, 3), "both_reached_accuracy": reached, "goal_ratio": GOAL_RATIO}
     emit("\n".join(lines), headline, args.json)
+
 
 if __name__ == "__main__":
     main()

@@ -41,7 +41,9 @@ def build_augmentation(cfg: DictConfig | None, image_size: int) -> v2.Compose | 
     translate = _fraction(cfg, "translate", high=0.5)
     scale = _pair(cfg, "scale")
     if degrees or translate or scale:
-        steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None, scale=scale))
+        steps.append(
+            v2.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None, scale=scale)
+        )
     hflip = _fraction(cfg, "hflip")
     if hflip:
         steps.append(v2.RandomHorizontalFlip(hflip))

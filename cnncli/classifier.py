@@ -43,8 +43,14 @@ class EpochTotals:
         sizes = torch.tensor([len(y) for y in labels], dtype=torch.float32, device=losses[0].device)
         logits, labels = torch.cat(logits), torch.cat(labels)
         hits = logits.topk(self.top_k, dim=1).indices == labels[:, None]
-        sums = torch.stack([(torch.stack(losses).float() * sizes).sum(), hits[:, 0].sum().float(),
-                            hits.any(dim=1).sum().float(), sizes.sum()])
+        sums = torch.stack(
+            [
+                (torch.stack(losses).float() * sizes).sum(),
+                hits[:, 0].sum().float(),
+                hits.any(dim=1).sum().float(),
+                sizes.sum(),
+            ]
+        )
         self.sums += sums.cpu().double()  # float32 counts are exact up to 2**24 images per flush
         self.pending, self.pending_logits = [], 0
 

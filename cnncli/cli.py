@@ -23,6 +23,9 @@ SUBCOMMANDS = {
     "compare": "overlay the val curves of several runs in one PNG (cnncli compare RUN_DIR RUN_DIR ...)",
 }
 
+# packages only one subcommand imports: installed with an extra (pyproject.toml), named when missing
+EXTRAS = {"optuna": "tune", "captum": "viz"}
+
 USAGE = """usage: cnncli <subcommand> [overrides...] [--help] [--cfg job] [--info] [-m]
 
 Train, evaluate, inspect and export convolutional image classifiers. Every option is a Hydra override:
@@ -52,4 +55,12 @@ def main() -> None:
     # appended, not prepended, so a local file can never shadow an installed package.
     sys.path.append(os.getcwd())
     sys.argv = [f"cnncli {name}", *args[1:]]
-    importlib.import_module(f"cnncli.commands.{name}").main()
+    try:
+        command = importlib.import_module(f"cnncli.commands.{name}")
+    except ModuleNotFoundError as e:
+        package = (e.name or "").split(".")[0]
+        if package not in EXTRAS:
+            raise
+        print(f'error: cnncli {name} needs {package}: pip install "cnncli[{EXTRAS[package]}]"', file=sys.stderr)
+        sys.exit(1)
+    command.main()

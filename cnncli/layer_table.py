@@ -226,10 +226,10 @@ class _OpMacs(TorchDispatchMode):
         return False
 
     @classmethod
-    def create(cls) -> "_OpMacs | None":
+    def create(cls) -> _OpMacs | None:
         try:
             from torch.utils.flop_counter import flop_registry
-        except Exception:  # a torch without it: the conv/linear rows are still exact
+        except Exception:  # noqa: BLE001 (a torch without it: the conv/linear rows are still exact
             return None
         return cls(flop_registry)
 

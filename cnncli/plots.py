@@ -35,8 +35,15 @@ def plot_curves(
     for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
         ax_loss.plot(epochs, [row.get(f"{split}/loss") for row in history], "o-", color=color, label=split)
         for key, name, style in metrics:
-            ax_acc.plot(epochs, [row.get(f"{split}/{key}") for row in history], style, marker="o", markersize=3,
-                        color=color, label=f"{split} {name}")
+            ax_acc.plot(
+                epochs,
+                [row.get(f"{split}/{key}") for row in history],
+                style,
+                marker="o",
+                markersize=3,
+                color=color,
+                label=f"{split} {name}",
+            )
     ax_lr.plot(epochs, [row.get("lr") for row in history], "o-", color="tab:green", label="learning rate")
     rates = [row["lr"] for row in history if row.get("lr")]
     if rates and max(rates) > 10 * min(rates):  # a schedule that decays by decades reads better on a log axis
@@ -48,8 +55,13 @@ def plot_curves(
         if best_epoch is not None:
             ax.axvline(best_epoch, color="black", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
         if stopped_early_at is not None:
-            ax.axvline(stopped_early_at, color="tab:red", linestyle=":", linewidth=1.5,
-                       label=f"early stop at epoch {stopped_early_at}")
+            ax.axvline(
+                stopped_early_at,
+                color="tab:red",
+                linestyle=":",
+                linewidth=1.5,
+                label=f"early stop at epoch {stopped_early_at}",
+            )
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
@@ -64,7 +76,10 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> Figure:
     n = len(class_names)
     size = min(4 + 0.45 * n, 24)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
-    for ax, values, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], normalized, "normalized by true class", ".2f")):
+    for ax, values, title, fmt in (
+        (axes[0], counts, "counts", "d"),
+        (axes[1], normalized, "normalized by true class", ".2f"),
+    ):
         image = ax.imshow(values, cmap="Blues")
         fig.colorbar(image, ax=ax, fraction=0.046)
         ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
@@ -79,16 +94,24 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> Figure:
     return _save(fig, path)
 
 
-def plot_image_grid(images, titles: list[str], path: Path, title: str = "", scale_each: bool = False,
-                    columns: int = 8, cmap: str = "gray") -> Figure:
+def plot_image_grid(
+    images,
+    titles: list[str],
+    path: Path,
+    title: str = "",
+    scale_each: bool = False,
+    columns: int = 8,
+    cmap: str = "gray",
+) -> Figure:
     """A grid of images, each [H, W] (drawn with `cmap`) or [H, W, 3] (colour), titled. Pixel values are
     in [0, 1], or with `scale_each` stretched per image from its own minimum to maximum (feature maps,
     kernels: what matters is the pattern, not the absolute level)."""
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     title_lines = max(name.count("\n") + 1 for name in titles)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, (1.55 + 0.15 * title_lines) * rows + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.6 * columns, (1.55 + 0.15 * title_lines) * rows + 0.5), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, name in zip(axes.flat, images, titles):

@@ -97,7 +97,6 @@ def write_signs(root: Path, n: dict | None = None, **replace) -> dict:
     return arrays
 
 
-
 def make_images(folder, count, kind="gray_jpeg", size=(40, 30), level=None, seed=0):
     """`count` random images: grayscale JPEGs or RGB PNGs, of `size` (w, h); level: mean brightness 0..255."""
     folder.mkdir(parents=True, exist_ok=True)

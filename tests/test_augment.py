@@ -41,8 +41,11 @@ def test_crop_padding_shifts_by_at_most_the_padding():
 
 def test_random_resized_crop_and_affine_keep_the_shape():
     image = torch.rand(3, 24, 24)
-    for options in ({"random_resized_crop": [0.3, 1.0]}, {"rotate": 30, "translate": 0.2, "scale": [0.8, 1.2]},
-                    {"color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}}):
+    for options in (
+        {"random_resized_crop": [0.3, 1.0]},
+        {"rotate": 30, "translate": 0.2, "scale": [0.8, 1.2]},
+        {"color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}},
+    ):
         assert build_augmentation(augmentation(**options), 24)(image).shape == (3, 24, 24)
 
 
@@ -65,8 +68,14 @@ def test_bad_values_name_the_key(options, key):
 
 
 def test_only_the_training_split_is_augmented():
-    data = DigitsDataModule(name="digits", channels=1, image_size=32, num_classes=10, class_names=list("0123456789"),
-                            augment=build_augmentation(augmentation(rotate=30, translate=0.2), 32))
+    data = DigitsDataModule(
+        name="digits",
+        channels=1,
+        image_size=32,
+        num_classes=10,
+        class_names=list("0123456789"),
+        augment=build_augmentation(augmentation(rotate=30, translate=0.2), 32),
+    )
     data.setup()
     indices = list(range(16))
     train_a, train_b = data.splits["train"].__getitems__(indices)[0], data.splits["train"].__getitems__(indices)[0]

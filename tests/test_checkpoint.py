@@ -61,6 +61,7 @@ def test_missing_ckpt_path_is_reported_by_hydra(tmp_path):
 def test_eval_on_a_data_set_with_other_classes_is_refused(short_run, tmp_path):
     copy = tmp_path / "c.ckpt"
     shutil.copy(short_run / "checkpoints" / "last.ckpt", copy)
-    result = cnncli("eval", f"ckpt_path={copy}", "data=digits", "data.num_classes=3", "data.class_names=[a,b,c]",
-                    cwd=tmp_path)
+    result = cnncli(
+        "eval", f"ckpt_path={copy}", "data=digits", "data.num_classes=3", "data.class_names=[a,b,c]", cwd=tmp_path
+    )
     assert result.returncode == 1 and "has 3 classes" in result.stderr

@@ -86,8 +86,15 @@ def test_unknown_activation_names_the_allowed_values(tmp_path):
 
 def test_multirun_sweeps_every_combination_into_numbered_folders(tmp_path):
     sweep = tmp_path / "sweep"
-    result = cnncli("train", "-m", "model=lenet5,mlp", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                    f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = cnncli(
+        "train",
+        "-m",
+        "model=lenet5,mlp",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     models = {}
     for run in sorted(sweep.glob("[0-9]")):
@@ -95,3 +102,18 @@ def test_multirun_sweeps_every_combination_into_numbered_folders(tmp_path):
         assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "metrics.csv").is_file()
     assert models == {"0": "cnncli.models.lenet.lenet5", "1": "cnncli.models.mlp.mlp"}
     assert (sweep / "multirun.yaml").is_file()
+
+
+@pytest.mark.parametrize(("command", "package", "extra"), [("viz", "captum", "viz"), ("tune", "optuna", "tune")])
+def test_a_missing_extra_is_named_in_one_line(command, package, extra, monkeypatch, capsys):
+    import sys
+
+    from cnncli import cli
+
+    monkeypatch.setitem(sys.modules, package, None)  # importing it now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, f"cnncli.commands.{command}", raising=False)
+    monkeypatch.setattr(sys, "argv", ["cnncli", command])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == f'error: cnncli {command} needs {package}: pip install "cnncli[{extra}]"'

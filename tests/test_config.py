@@ -34,7 +34,11 @@ def test_defaults_are_the_documented_ones():
     cfg = compose_train()
     choices = cfg.hydra.runtime.choices
     assert (choices.model, choices.data, choices.optimizer, choices.scheduler, choices.augmentation) == (
-        "lenet5", "digits", "adam", "none", "none",
+        "lenet5",
+        "digits",
+        "adam",
+        "none",
+        "none",
     )
 
 

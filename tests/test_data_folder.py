@@ -65,8 +65,14 @@ def test_split_folders_layout_mixed_formats_and_non_images_ignored(tmp_path):
 def test_no_split_folders_are_split_by_fraction_stratified(tmp_path):
     root = tmp_path / "flat"
     make_split(root, {"a": 10, "b": 20})
-    args = (f"data.root={root}", "data.num_classes=2", "data.image_size=8",
-            "data.val_fraction=0.2", "data.test_fraction=0.2", "data.split_seed=3")
+    args = (
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.image_size=8",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.2",
+        "data.split_seed=3",
+    )
     dm = datamodule(*args)
     sizes = {split: counts(dm.splits[split].samples) for split in ("train", "val", "test")}
     assert sizes == {"train": [6, 12], "val": [2, 4], "test": [2, 4]}  # 20% of 30 each, by class
@@ -102,8 +108,13 @@ def test_grayscale_to_3_channels_and_rgb_to_1_channel(tmp_path):
     jpeg = next(i for i, (p, _) in enumerate(rgb.splits["train"].samples) if p.endswith(".jpeg"))
     image, _ = rgb.splits["train"][jpeg]
     assert image.shape == (3, 12, 12) and torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
-    one = datamodule(f"data.root={root}", "data.num_classes=2", "data.image_size=12", "data.channels=1",
-                     "data.normalization={mean: [0], std: [1]}")
+    one = datamodule(
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.image_size=12",
+        "data.channels=1",
+        "data.normalization={mean: [0], std: [1]}",
+    )
     png = next(i for i, (p, _) in enumerate(one.splits["train"].samples) if p.endswith(".png"))
     image, _ = one.splits["train"][png]
     expected = Image.open(one.splits["train"].samples[png][0]).convert("L").resize((12, 12), Image.BILINEAR)
@@ -120,8 +131,14 @@ def test_resize_stretch_keeps_the_whole_image_center_crop_the_middle(tmp_path):
         pixels[:, 90:] = 255
         for i in range(4):
             Image.fromarray(pixels).save(root / c / f"wide{i}.png")
-    args = (f"data.root={root}", "data.num_classes=2", "data.image_size=15", IDENTITY3, "data.val_fraction=0.25",
-            "data.test_fraction=0.25")
+    args = (
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.image_size=15",
+        IDENTITY3,
+        "data.val_fraction=0.25",
+        "data.test_fraction=0.25",
+    )
     stretch = datamodule(*args).splits["train"]
     crop = datamodule(*args, "data.resize=center_crop").splits["train"]
     s, c = stretch[0][0], crop[0][0]
@@ -137,8 +154,10 @@ def test_class_weights_auto_are_inverse_training_frequencies(tmp_path):
     make_split(root / "test", {"NORMAL": 2, "PNEUMONIA": 2}, mix=False, size=(8, 8))
     dm = datamodule(f"data.root={root}", "data.image_size=8", "data.min_val_size=0", data="chestxray")
     assert torch.allclose(dm.class_weights, torch.tensor([32 / (2 * 12), 32 / (2 * 20)]))
-    assert datamodule(f"data.root={root}", "data.image_size=8", "data.class_weights=null",
-                      data="chestxray").class_weights is None
+    assert (
+        datamodule(f"data.root={root}", "data.image_size=8", "data.class_weights=null", data="chestxray").class_weights
+        is None
+    )
 
 
 def test_normalization_statistics_come_from_the_training_split_only(tmp_path):
@@ -224,17 +243,20 @@ def test_unreadable_files_are_named_or_skipped_and_counted(tmp_path, caplog):
     assert message.startswith(f"unreadable image file {bad}: image file is truncated") and "\n" not in message
 
 
-@pytest.mark.parametrize("problem, words", [
-    ("empty_class", ["empty class folder", "/b"]),
-    ("only_text_files", ["empty class folder"]),
-    ("no_class_folders", ["no class folders"]),
-    ("class_names_mismatch", ["['a', 'b']", "['cat', 'dog']"]),
-    ("num_classes_mismatch", ["2 class folders", "data.num_classes=3"]),
-    ("one_class_in_test", ["test split", "only class a"]),
-    ("unknown_class_in_val", ["['c']", "not among the training classes"]),
-    ("val_without_train", ["no train folder"]),
-    ("missing_root", ["no such folder"]),
-])
+@pytest.mark.parametrize(
+    "problem, words",
+    [
+        ("empty_class", ["empty class folder", "/b"]),
+        ("only_text_files", ["empty class folder"]),
+        ("no_class_folders", ["no class folders"]),
+        ("class_names_mismatch", ["['a', 'b']", "['cat', 'dog']"]),
+        ("num_classes_mismatch", ["2 class folders", "data.num_classes=3"]),
+        ("one_class_in_test", ["test split", "only class a"]),
+        ("unknown_class_in_val", ["['c']", "not among the training classes"]),
+        ("val_without_train", ["no train folder"]),
+        ("missing_root", ["no such folder"]),
+    ],
+)
 def test_bad_folders_are_one_line_errors_naming_the_path(tmp_path, problem, words):
     root = tmp_path / "data"
     args = [f"data.root={root}", "data.num_classes=2", "data.image_size=8"]
@@ -278,8 +300,15 @@ def test_alexnet_on_a_chest_xray_folder_trains_and_evaluates_per_class(tmp_path)
     make_split(root / "val", {"NORMAL": 1, "PNEUMONIA": 1}, mix=False, size=(90, 80))
     make_split(root / "test", {"NORMAL": 4, "PNEUMONIA": 4}, mix=False, size=(90, 80))
     run = tmp_path / "run"
-    summary = train(run, "model=alexnet", "data=chestxray", f"data.root={root}", "data.image_size=67",
-                    "trainer.max_epochs=1", "data.batch_size=16")
+    summary = train(
+        run,
+        "model=alexnet",
+        "data=chestxray",
+        f"data.root={root}",
+        "data.image_size=67",
+        "trainer.max_epochs=1",
+        "data.batch_size=16",
+    )
     assert summary["status"] == "completed" and summary["data"] == "chestxray" and summary["epochs"] == 1
     assert "test/acc1" in summary["test"]
     out = tmp_path / "eval"
@@ -296,8 +325,17 @@ def test_cli_unreadable_file_is_one_line_naming_it(tmp_path):
     make_split(root, {"a": 10, "b": 10}, size=(16, 16))
     fake = root / "b" / "fake.png"
     fake.write_text("this is text, not a PNG")
-    result = cnncli("train", "data=imagefolder", f"data.root={root}", "data.num_classes=2", "data.image_size=16",
-                    "model=simple_cnn", f"hydra.run.dir={tmp_path / 'run'}", *QUIET, cwd=tmp_path)
+    result = cnncli(
+        "train",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.image_size=16",
+        "model=simple_cnn",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *QUIET,
+        cwd=tmp_path,
+    )
     one_line_error(result, fake, "cannot identify image file")
 
 
@@ -306,9 +344,20 @@ def test_cli_damage_found_by_a_loader_worker_is_one_line_naming_the_file(tmp_pat
     make_split(root, {"a": 10, "b": 10}, mix=False, size=(64, 64))
     bad = root / "a" / "000.jpeg"
     truncate(bad)
-    result = cnncli("train", "data=imagefolder", f"data.root={root}", "data.num_classes=2", "data.image_size=16",
-                    "data.check_images=header", "data.normalization={mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}",
-                    "data.num_workers=2", "model=simple_cnn", f"hydra.run.dir={tmp_path / 'run'}", *QUIET, cwd=tmp_path)
+    result = cnncli(
+        "train",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.image_size=16",
+        "data.check_images=header",
+        "data.normalization={mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}",
+        "data.num_workers=2",
+        "model=simple_cnn",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *QUIET,
+        cwd=tmp_path,
+    )
     one_line_error(result, bad, "truncated")
 
 
@@ -317,9 +366,19 @@ def test_cli_skip_corrupt_completes_and_counts_the_skipped_file(tmp_path):
     make_split(root, {"a": 10, "b": 10}, size=(16, 16))
     (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     run = tmp_path / "run"
-    result = cnncli("train", "data=imagefolder", f"data.root={root}", "data.num_classes=2", "data.image_size=16",
-                    "data.skip_corrupt=true", "model=simple_cnn", "trainer.max_epochs=1",
-                    f"hydra.run.dir={run}", *QUIET, cwd=tmp_path)
+    result = cnncli(
+        "train",
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.image_size=16",
+        "data.skip_corrupt=true",
+        "model=simple_cnn",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+        *QUIET,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped 1 unreadable image file" in result.stdout and "broken.jpg" in result.stdout
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
@@ -329,8 +388,17 @@ def test_cli_empty_class_folder_and_missing_root_are_one_line(tmp_path):
     root = tmp_path / "data"
     make_split(root, {"a": 6}, size=(16, 16))
     (root / "b").mkdir()
-    common = ("data=imagefolder", "data.num_classes=2", "data.image_size=16", "model=simple_cnn",
-              f"hydra.run.dir={tmp_path / 'run'}", *QUIET)
+    common = (
+        "data=imagefolder",
+        "data.num_classes=2",
+        "data.image_size=16",
+        "model=simple_cnn",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *QUIET,
+    )
     one_line_error(cnncli("train", f"data.root={root}", *common, cwd=tmp_path), root / "b", "empty class folder")
-    one_line_error(cnncli("train", f"data.root={tmp_path / 'nowhere'}", *common, cwd=tmp_path),
-                   tmp_path / "nowhere", "no such folder")
+    one_line_error(
+        cnncli("train", f"data.root={tmp_path / 'nowhere'}", *common, cwd=tmp_path),
+        tmp_path / "nowhere",
+        "no such folder",
+    )

@@ -59,8 +59,11 @@ def common(config: str, **overrides) -> dict:
 # -- torchvision sets, in process -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "module, config, folder, gz",
-    [(MNISTData, "mnist", "MNIST", True), (FashionMNISTData, "fashion_mnist", "FashionMNIST", False),
-     (KMNISTData, "kmnist", "KMNIST", True)],
+    [
+        (MNISTData, "mnist", "MNIST", True),
+        (FashionMNISTData, "fashion_mnist", "FashionMNIST", False),
+        (KMNISTData, "kmnist", "KMNIST", True),
+    ],
 )
 def test_mnist_family_reads_idx_files_in_place_without_network(tmp_path, no_network, module, config, folder, gz):
     arrays = write_mnist(tmp_path, folder, gz)
@@ -178,8 +181,18 @@ def test_hdf5_explicit_keys_float_pixels_and_grey_images(tmp_path):
         with h5py.File(root / f"{split}.h5", "w") as f:
             f["images"] = rng.random((n, 20, 20), dtype=np.float32)
             f["labels"] = (np.arange(n) % 2)[None]  # [1, N], as the course reshapes it
-    options = common("hdf5", root=str(root), train_file="train.h5", test_file="test.h5", x_key="images",
-                     y_key="labels", classes_key=None, channels=1, image_size=20, num_classes=2)
+    options = common(
+        "hdf5",
+        root=str(root),
+        train_file="train.h5",
+        test_file="test.h5",
+        x_key="images",
+        y_key="labels",
+        classes_key=None,
+        channels=1,
+        image_size=20,
+        num_classes=2,
+    )
     data = HDF5Data(**options)
     data.setup("fit")
     assert data.splits["train"].images.shape == (36, 1, 20, 20) and data.class_names == ["0", "1"]
@@ -189,12 +202,18 @@ def test_hdf5_missing_file_key_and_bad_labels_are_one_line_naming_path_and_key(t
     with pytest.raises(UserError, match=r"data.train_file: no file matches .*/train_\*\.h5"):
         HDF5Data(**common("hdf5", root=str(tmp_path))).setup("fit")
     write_signs(tmp_path)
-    with pytest.raises(UserError, match=r"train_signs.h5: no data set 'train_set_X' \(data.x_key\); the file holds: "
-                                        r"list_classes, train_set_x, train_set_y"):
+    with pytest.raises(
+        UserError,
+        match=r"train_signs.h5: no data set 'train_set_X' \(data.x_key\); the file holds: "
+        r"list_classes, train_set_x, train_set_y",
+    ):
         HDF5Data(**common("hdf5", root=str(tmp_path), x_key="{split}_set_X")).setup("fit")
     write_signs(tmp_path, y=np.arange(50) % 6)
-    with pytest.raises(UserError, match=r"train_signs.h5: train_set_y must hold one integer label per image \(60\), "
-                                        r"got int64 of shape \[50\]"):
+    with pytest.raises(
+        UserError,
+        match=r"train_signs.h5: train_set_y must hold one integer label per image \(60\), "
+        r"got int64 of shape \[50\]",
+    ):
         HDF5Data(**common("hdf5", root=str(tmp_path))).setup("fit")
     write_signs(tmp_path, y=np.arange(60) % 7)
     with pytest.raises(UserError, match=r"train_signs.h5 \(train_set_y\): labels span 0..6, outside 0..5"):
@@ -225,8 +244,17 @@ def test_fake_data_is_fixed_by_its_seed_balanced_and_learnable_in_shape():
 def test_every_data_config_has_the_common_keys():
     for name in CONFIGS:
         cfg = OmegaConf.load(config_dir() / "data" / f"{name}.yaml")
-        for key in ("_target_", "name", "channels", "image_size", "num_classes", "class_names", "batch_size",
-                    "normalization", "class_weights"):
+        for key in (
+            "_target_",
+            "name",
+            "channels",
+            "image_size",
+            "num_classes",
+            "class_names",
+            "batch_size",
+            "normalization",
+            "class_weights",
+        ):
             assert key in cfg, (name, key)
         assert cfg.name == name and cfg.normalization is None
         assert cfg.class_names is None or len(cfg.class_names) == cfg.num_classes
@@ -257,8 +285,9 @@ def sweep(tmp_path: Path, *overrides: str) -> Path:
 def test_cli_trains_on_the_mnist_family_from_files_in_place(tmp_path):
     root = tmp_path / "files"
     write_mnist(root, "MNIST", gz=True), write_mnist(root, "FashionMNIST", gz=False), write_mnist(root, "KMNIST")
-    runs = sweep(tmp_path, "data=mnist,fashion_mnist,kmnist", f"++data.root={root}", "model=lenet5",
-                 "trainer.max_epochs=1")
+    runs = sweep(
+        tmp_path, "data=mnist,fashion_mnist,kmnist", f"++data.root={root}", "model=lenet5", "trainer.max_epochs=1"
+    )
     for i in range(3):
         check_run(runs / str(i), 10, 1, 28)
 
@@ -266,8 +295,7 @@ def test_cli_trains_on_the_mnist_family_from_files_in_place(tmp_path):
 def test_cli_trains_on_cifar_and_svhn_from_files_in_place(tmp_path):
     root = tmp_path / "files"
     write_cifar(root), write_cifar(root, hundred=True), write_svhn(root)
-    runs = sweep(tmp_path, "data=cifar10,cifar100,svhn", f"++data.root={root}", "model=lenet5",
-                 "trainer.max_epochs=1")
+    runs = sweep(tmp_path, "data=cifar10,cifar100,svhn", f"++data.root={root}", "model=lenet5", "trainer.max_epochs=1")
     for i, classes in enumerate((10, 100, 10)):
         check_run(runs / str(i), classes, 3, 32)
 
@@ -276,8 +304,15 @@ def test_cli_trains_on_hdf5_and_fake(tmp_path):
     write_signs(tmp_path / "signs")
     train(tmp_path / "h5", "data=hdf5", f"data.root={tmp_path / 'signs'}", "model=lenet5", "trainer.max_epochs=1")
     check_run(tmp_path / "h5", 6, 3, 64)
-    train(tmp_path / "fake", "data=fake", "data.train_size=300", "data.channels=1", "data.image_size=20",
-          "model=mlp", "trainer.max_epochs=1")
+    train(
+        tmp_path / "fake",
+        "data=fake",
+        "data.train_size=300",
+        "data.channels=1",
+        "data.image_size=20",
+        "model=mlp",
+        "trainer.max_epochs=1",
+    )
     check_run(tmp_path / "fake", 10, 1, 20)
 
 

@@ -95,10 +95,20 @@ def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
     labs = [name for name in sorted(LABS) if name != "digits_quick"]  # the default run covers that one
     sweep = tmp_path / "sweep"
     result = cnncli(
-        "train", "-m", f"experiment={','.join(labs)}", f"++data.root={root}", f"hydra.sweep.dir={sweep}",
-        "data.batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "model.pretrained=false", *QUIET,
-        cwd=tmp_path, env=OFFLINE,
+        "train",
+        "-m",
+        f"experiment={','.join(labs)}",
+        f"++data.root={root}",
+        f"hydra.sweep.dir={sweep}",
+        "data.batch_size=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "model.pretrained=false",
+        *QUIET,
+        cwd=tmp_path,
+        env=OFFLINE,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = {}

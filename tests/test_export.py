@@ -42,13 +42,21 @@ def exported(short_run, tmp_path_factory):
         "export": ["export", "-m", f"ckpt_path={ckpt}", f"format={','.join(FORMATS)}", "test_images=null"],
         "eval": ["eval", f"ckpt_path={ckpt}", f"out={root / 'eval'}"],
     }
-    running = {name: subprocess.Popen(["cnncli", *args], cwd=root, env=env, text=True, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE) for name, args in commands.items()}
+    running = {
+        name: subprocess.Popen(
+            ["cnncli", *args], cwd=root, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for name, args in commands.items()
+    }
     results = {name: (*p.communicate(timeout=600), p.returncode) for name, p in running.items()}
     for name, (out, err, rc) in results.items():
         assert rc == 0, f"{name}: {out[-3000:]}{err[-3000:]}"
-    return {"ckpt": ckpt, "root": root, "stdout": {name: out for name, (out, _, _) in results.items()},
-            "files": {fmt: root / "run" / "export" / f"model{suffix}" for fmt, suffix in FORMATS.items()}}
+    return {
+        "ckpt": ckpt,
+        "root": root,
+        "stdout": {name: out for name, (out, _, _) in results.items()},
+        "files": {fmt: root / "run" / "export" / f"model{suffix}" for fmt, suffix in FORMATS.items()},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +72,16 @@ def checkpoint_predictions(exported):
     with torch.inference_mode():
         predictions = torch.cat([model(x).argmax(1) for x, _ in data.test_dataloader()])
     test = data.splits["test"]
-    return {"predictions": predictions.tolist(), "labels": test.labels.tolist(), "images": test.images.numpy(),
-            "stored": {"config": checkpoint.run_config, "normalization": checkpoint.normalization,
-                       "cnncli_version": checkpoint.cnncli_version}}
+    return {
+        "predictions": predictions.tolist(),
+        "labels": test.labels.tolist(),
+        "images": test.images.numpy(),
+        "stored": {
+            "config": checkpoint.run_config,
+            "normalization": checkpoint.normalization,
+            "cnncli_version": checkpoint.cnncli_version,
+        },
+    }
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -139,8 +154,9 @@ def test_plain_runtimes_reproduce_the_checkpoints_predictions(exported, checkpoi
     np.save(tmp_path / "images.npy", checkpoint_predictions["images"])
     files = [str(exported["files"][fmt]) for fmt in FORMATS]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-c", CONSUMER, *files], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", CONSUMER, *files], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     consumer = json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -158,8 +174,17 @@ def test_plain_runtimes_reproduce_the_checkpoints_predictions(exported, checkpoi
 def test_fixed_batch_and_out_folder(short_run, tmp_path):
     ckpt = _ckpt_copy(short_run, tmp_path)
     # 6 random inputs at batch 4: the last batch is padded; test_images=0 skips loading the data set
-    result = cnncli("export", f"ckpt_path={ckpt}", "format=onnx", "dynamic_batch=false", "batch_size=4",
-                    "test_images=0", "random_images=6", f"out={tmp_path / 'fixed'}/", cwd=tmp_path)
+    result = cnncli(
+        "export",
+        f"ckpt_path={ckpt}",
+        "format=onnx",
+        "dynamic_batch=false",
+        "batch_size=4",
+        "test_images=0",
+        "random_images=6",
+        f"out={tmp_path / 'fixed'}/",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import onnxruntime as ort
 
@@ -225,11 +250,13 @@ def test_missing_onnxruntime_names_the_package(tmp_path):
     fake = tmp_path / "site" / "onnxruntime"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named onnxruntime')\n")
-    result = cnncli("export", f"ckpt_path={tmp_path / 'any.ckpt'}", cwd=tmp_path,
-                    env={"PYTHONPATH": str(tmp_path / "site")})
+    result = cnncli(
+        "export", f"ckpt_path={tmp_path / 'any.ckpt'}", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site")}
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "error: format=onnx needs the Python package onnxruntime, not installed: pip install onnxruntime")
+        "error: format=onnx needs the Python package onnxruntime, not installed: pip install onnxruntime"
+    )
 
 
 def test_onnx_is_imported_only_by_export():
@@ -239,8 +266,10 @@ def test_onnx_is_imported_only_by_export():
     package = Path(__file__).resolve().parent.parent / "cnncli"
     naming = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "import onnx" in p.read_text())
     assert naming == ["commands/export.py", "commands/predict.py"]
-    code = ("import sys, cnncli.cli, cnncli.commands.export, cnncli.commands.predict; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'onnx', 'onnxruntime', 'onnxscript'}))")
+    code = (
+        "import sys, cnncli.cli, cnncli.commands.export, cnncli.commands.predict; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'onnx', 'onnxruntime', 'onnxscript'}))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr[-2000:]
 
@@ -253,12 +282,37 @@ MODELS = sorted(path.stem for path in (config_dir() / "model").glob("*.yaml"))
 # The smallest convenient input each model accepts (32 for the rest).
 SIZES = {"alexnet": 67, "zfnet": 47}
 # One model per architecture code path; the others are deeper instances of the same code.
-REPRESENTATIVES = {"mlp", "simple_cnn", "lenet5", "nin", "alexnet", "zfnet", "vgg11", "googlenet", "resnet18",
-                   "resnet50", "resnet20", "convnext_tiny"}
+REPRESENTATIVES = {
+    "mlp",
+    "simple_cnn",
+    "lenet5",
+    "nin",
+    "alexnet",
+    "zfnet",
+    "vgg11",
+    "googlenet",
+    "resnet18",
+    "resnet50",
+    "resnet20",
+    "convnext_tiny",
+}
 SWEPT = sorted(REPRESENTATIVES) if os.environ.get("CNNCLI_TEST_ZOO_SUBSET") == "1" else MODELS
 # Export cost in seconds (2-core CPU): the workers take the models dearest first.
-COST = {"vgg19": 22, "vgg16": 22, "vgg13": 20, "resnet152": 20, "vgg11": 18, "resnet101": 16, "resnet110": 15,
-        "convnext_small": 14, "resnet56": 12, "googlenet": 12, "resnet50": 12, "alexnet": 11, "convnext_tiny": 10}
+COST = {
+    "vgg19": 22,
+    "vgg16": 22,
+    "vgg13": 20,
+    "resnet152": 20,
+    "vgg11": 18,
+    "resnet101": 16,
+    "resnet110": 15,
+    "convnext_small": 14,
+    "resnet56": 12,
+    "googlenet": 12,
+    "resnet50": 12,
+    "alexnet": 11,
+    "convnext_tiny": 10,
+}
 
 
 def _sweep_one(name: str) -> dict:
@@ -314,10 +368,13 @@ def _sweep_one(name: str) -> dict:
                     logits = loaded(x)
                 metadata = json.loads(extra["cnncli.json"])
                 names = [n for n, _ in loaded.named_parameters()] if name == "googlenet" else []
-            result[fmt] = {"max_abs_diff": (logits - reference).abs().max().item(),
-                           "top1_equal": bool((logits.argmax(1) == reference.argmax(1)).all()),
-                           "metadata": metadata, "aux_weights": sum("aux" in n for n in names),
-                           "seconds": round(time.perf_counter() - started, 1)}
+            result[fmt] = {
+                "max_abs_diff": (logits - reference).abs().max().item(),
+                "top1_equal": bool((logits.argmax(1) == reference.argmax(1)).all()),
+                "metadata": metadata,
+                "aux_weights": sum("aux" in n for n in names),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
     return result
 
 
@@ -331,7 +388,7 @@ def _sweep_worker(folder: Path, names: list[str]) -> None:
             continue
         try:
             result = _sweep_one(name)
-        except Exception as e:  # reported by the model's test
+        except Exception as e:  # noqa: BLE001 (reported by the model's test)
             result = {"error": f"{type(e).__name__}: {e}"[:2000]}
         (folder / name / "result.json").write_text(json.dumps(result))
 
@@ -341,8 +398,16 @@ def zoo_sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("zoo")
     order = sorted(SWEPT, key=lambda name: -COST.get(name, 3))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    workers = [subprocess.Popen([sys.executable, __file__, "--sweep-worker", str(folder), *order], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--sweep-worker", str(folder), *order],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [worker.communicate(timeout=1200)[0] for worker in workers]
     results = {}
     for name in SWEPT:

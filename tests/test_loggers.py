@@ -12,8 +12,17 @@ def tracked_run(tmp_path_factory):
     """One run with every logger (logger=many), MLflow in its default local SQLite store."""
     cwd = tmp_path_factory.mktemp("loggers")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    result = cnncli("train", "logger=many", "hydra.run.dir=run", *QUIET, "trainer.max_epochs=2",
-                    "trainer.limit_train_batches=5", "trainer.log_every_n_steps=1", cwd=cwd, env=env)
+    result = cnncli(
+        "train",
+        "logger=many",
+        "hydra.run.dir=run",
+        *QUIET,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=5",
+        "trainer.log_every_n_steps=1",
+        cwd=cwd,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return cwd, json.loads((cwd / "run" / "summary.json").read_text())
 
@@ -57,8 +66,9 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(tmp_path):
     # mlflow made unimportable, as after `pip install cnncli` without the track extra
     (tmp_path / "hide" / "mlflow").mkdir(parents=True)
     (tmp_path / "hide" / "mlflow" / "__init__.py").write_text("raise ImportError('No module named mlflow')\n")
-    result = cnncli("train", "logger=mlflow", "hydra.run.dir=run", *QUIET, cwd=tmp_path,
-                    env={"PYTHONPATH": str(tmp_path / "hide")})
+    result = cnncli(
+        "train", "logger=mlflow", "hydra.run.dir=run", *QUIET, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "hide")}
+    )
     assert result.returncode == 1
     expected = 'error: logger.mlflow: its package is not installed; pip install "cnncli[track]"'
     assert result.stderr.strip().splitlines() == [expected]

@@ -14,8 +14,16 @@ from cnncli.plots import plot_curves
 def history(epochs: int, lr_decay: float = 0.1) -> list[dict]:
     """Per-epoch rows as train.py writes them into summary.json, with a falling loss and a decaying rate."""
     return [
-        {"epoch": e, "train/loss": 2 / (e + 1), "train/acc1": 0.5 + e / 40, "train/acc5": 0.9,
-         "val/loss": 2.2 / (e + 1), "val/acc1": 0.45 + e / 40, "val/acc5": 0.88, "lr": 0.1 * lr_decay**e}
+        {
+            "epoch": e,
+            "train/loss": 2 / (e + 1),
+            "train/acc1": 0.5 + e / 40,
+            "train/acc5": 0.9,
+            "val/loss": 2.2 / (e + 1),
+            "val/acc1": 0.45 + e / 40,
+            "val/acc5": 0.88,
+            "lr": 0.1 * lr_decay**e,
+        }
         for e in range(epochs)
     ]
 
@@ -44,16 +52,22 @@ def test_curves_mark_the_best_epoch_and_the_early_stop_and_show_the_learning_rat
 def test_train_draws_the_curves_of_its_summary_with_best_epoch_and_early_stop(short_run, tmp_path):
     # redrawn from summary.json with the arguments train must have passed: the same pixels
     summary = json.loads((short_run / "summary.json").read_text())
-    plot_curves(summary["history"], tmp_path / "curves.png", best_epoch=summary["best"]["epoch"],
-                stopped_early_at=summary["stopped_early_at"], top5=True)
+    plot_curves(
+        summary["history"],
+        tmp_path / "curves.png",
+        best_epoch=summary["best"]["epoch"],
+        stopped_early_at=summary["stopped_early_at"],
+        top5=True,
+    )
     drawn = np.asarray(Image.open(short_run / "curves.png"))
     assert drawn.shape[:2] == (400, 1500)
     assert np.array_equal(drawn, np.asarray(Image.open(tmp_path / "curves.png")))
 
 
 def test_eval_errors_draws_the_worst_classified_test_images(short_run, tmp_path):
-    result = cnncli("eval", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", "errors=16", f"out={tmp_path}",
-                    cwd=tmp_path)
+    result = cnncli(
+        "eval", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", "errors=16", f"out={tmp_path}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     evaluation = json.loads((tmp_path / "eval.json").read_text())
     worst = evaluation["worst"]

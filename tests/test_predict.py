@@ -28,8 +28,14 @@ def test_predict_on_the_test_pngs_reproduces_eval_accuracy(short_run, test_pngs,
     evaluation = cnncli("eval", f"ckpt_path={ckpt}", f"out={tmp_path}", cwd=tmp_path)
     assert evaluation.returncode == 0, evaluation.stderr
     accuracy = json.loads((tmp_path / "eval.json").read_text())["test/acc1"]
-    result = cnncli("predict", f"ckpt_path={ckpt}", f"inputs=[{test_pngs}]", "top_k=3",
-                    f"output={tmp_path / 'preds.csv'}", cwd=tmp_path)
+    result = cnncli(
+        "predict",
+        f"ckpt_path={ckpt}",
+        f"inputs=[{test_pngs}]",
+        "top_k=3",
+        f"output={tmp_path / 'preds.csv'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(open(tmp_path / "preds.csv")))
     assert len(rows) == 270 * 3
@@ -46,8 +52,12 @@ def test_unreadable_files_are_listed_the_others_predicted_exit_1(short_run, test
     rgb = tmp_path / "rgb.png"
     Image.new("RGB", (50, 40), (200, 10, 10)).save(rgb)  # wrong channels and size: converted
     digit = next((test_pngs / "3").iterdir())
-    result = cnncli("predict", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
-                    f"inputs=[{digit},{rgb},{tmp_path / 'notes.png'}]", cwd=tmp_path)
+    result = cnncli(
+        "predict",
+        f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+        f"inputs=[{digit},{rgb},{tmp_path / 'notes.png'}]",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "notes.png" in result.stdout and "1 of 3 files could not be read" in result.stderr
     assert str(digit) in result.stdout and str(rgb) in result.stdout
@@ -55,8 +65,12 @@ def test_unreadable_files_are_listed_the_others_predicted_exit_1(short_run, test
 
 
 def test_missing_input_is_one_line(short_run, tmp_path):
-    result = cnncli("predict", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
-                    f"inputs=[{tmp_path / 'nope.png'}]", cwd=tmp_path)
+    result = cnncli(
+        "predict",
+        f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+        f"inputs=[{tmp_path / 'nope.png'}]",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1 and result.stderr.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
 
 
@@ -66,8 +80,9 @@ def test_predict_from_an_exported_onnx_file_matches_the_checkpoint(short_run, te
     assert exported.returncode == 0, exported.stderr
     outputs = {}
     for name, source in (("ckpt", f"ckpt_path={ckpt}"), ("onnx", f"model_file={tmp_path / 'model.onnx'}")):
-        result = cnncli("predict", source, f"inputs=[{test_pngs}]", "top_k=1", f"output={tmp_path / name}.csv",
-                        cwd=tmp_path)
+        result = cnncli(
+            "predict", source, f"inputs=[{test_pngs}]", "top_k=1", f"output={tmp_path / name}.csv", cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr
         outputs[name] = [(r["path"], r["class"]) for r in csv.DictReader(open(tmp_path / f"{name}.csv"))]
     assert outputs["onnx"] == outputs["ckpt"] and len(outputs["onnx"]) == 270

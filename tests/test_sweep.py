@@ -74,8 +74,16 @@ def test_leaderboard_command_rebuilds_the_table_also_for_an_interrupted_sweep(sw
 
 def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_exits_1(tmp_path):
     # alexnet needs inputs of at least 67x67: on the 32x32 digits that combination fails
-    result = cnncli("train", "-m", "model=alexnet,mlp", "hydra.sweep.dir=sweep", *QUIET, "trainer.max_epochs=1",
-                    "trainer.limit_train_batches=5", cwd=tmp_path)
+    result = cnncli(
+        "train",
+        "-m",
+        "model=alexnet,mlp",
+        "hydra.sweep.dir=sweep",
+        *QUIET,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=5",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: 1 of 2 runs failed: 0"

@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import QUIET, cnncli, train
+from conftest import cnncli, train
 
 
 def read_metrics(run_dir):
@@ -27,7 +27,9 @@ def test_default_run_reaches_95_percent_and_writes_every_file(default_run):
     assert summary["test"]["test/acc5"] >= summary["test"]["test/acc1"]
     for name in ("config.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.csv", "train.log"):
         assert (default_run / name).is_file(), name
-    assert (default_run / "checkpoints" / "best.ckpt").is_file() and (default_run / "checkpoints" / "last.ckpt").is_file()
+    assert (default_run / "checkpoints" / "best.ckpt").is_file() and (
+        default_run / "checkpoints" / "last.ckpt"
+    ).is_file()
     assert summary["best_checkpoint"] == str(default_run / "checkpoints" / "best.ckpt")
     # early stopping ended it (patience 8 after the best epoch), before max_epochs, and the summary says when
     assert summary["epochs"] < 30 and summary["stopped_early_at"] == summary["final"]["epoch"]
@@ -106,8 +108,13 @@ def test_early_stopping_ends_the_run_when_val_loss_stalls(tmp_path):
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw", "rmsprop"])
 def test_each_optimizer_trains(tmp_path, optimizer):
     summary = train(
-        tmp_path / "run", f"optimizer={optimizer}", "scheduler=onecycle", "trainer.max_epochs=2", "model=mlp",
-        "label_smoothing=0.1", "optimizer.l1=1e-5",
+        tmp_path / "run",
+        f"optimizer={optimizer}",
+        "scheduler=onecycle",
+        "trainer.max_epochs=2",
+        "model=mlp",
+        "label_smoothing=0.1",
+        "optimizer.l1=1e-5",
     )
     assert summary["final"]["val/acc1"] > 0.5  # ten classes: chance is 0.1
 
@@ -124,6 +131,11 @@ def test_runs_on_a_two_class_subset_where_top5_is_clipped(tmp_path):
         "    def load(self):\n"
         "        return {s: (x[y < 2], y[y < 2]) for s, (x, y) in super().load().items()}\n"
     )
-    summary = train(tmp_path / "run", "data=two", "trainer.max_epochs=2", cwd=tmp_path,
-                    flags=("--config-dir", str(tmp_path / "conf")))
+    summary = train(
+        tmp_path / "run",
+        "data=two",
+        "trainer.max_epochs=2",
+        cwd=tmp_path,
+        flags=("--config-dir", str(tmp_path / "conf")),
+    )
     assert summary["final"]["val/acc5"] == 1.0 and summary["test"]["test/acc1"] > 0.9

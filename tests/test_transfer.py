@@ -16,8 +16,7 @@ from hydra import compose, initialize_config_dir
 import cnncli
 from cnncli.data.digits import DigitsDataModule
 from cnncli.errors import ConfigError, UserError
-from cnncli.models import build_model
-from cnncli.models import model_parts
+from cnncli.models import build_model, model_parts
 from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
 
 LOW_DIGITS = ["data.classes=[0,1,2,3,4]", "data.num_classes=5"]
@@ -215,7 +214,9 @@ def test_weights_file_head_of_another_size_starts_fresh_other_mismatches_name_th
 
 
 def test_freeze_options_and_their_errors(compose_train):
-    trainable = lambda model: sorted({n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad})
+    def trainable(model):
+        return sorted({n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad})
+
     assert trainable(build_model(compose_train("model.freeze=features").model)) == ["10", "13", "7"]
     assert trainable(build_model(compose_train("model.freeze=all_but_head").model)) == ["13"]
     assert trainable(build_model(compose_train("model=resnet20", "model.freeze=features").model)) == ["fc"]

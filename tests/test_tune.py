@@ -16,9 +16,19 @@ from conftest import QUIET, cnncli
 # scores the same as the first: once a 3e-3 trial has finished, the median rule prunes each 1e-6 trial.
 SPACE = "params:\n  optimizer.lr: {type: categorical, choices: [1.0e-6, 3.0e-3]}\n"
 ARGS = [
-    "--config-dir", "myconf", "hparams_search=two_lrs", "model=mlp", "study.n_trials=6", "study.sampler.seed=0",
-    "study.pruner.n_startup_trials=1", "study.pruner.n_warmup_steps=0", "study.heartbeat_s=1",
-    "trainer.max_epochs=2", "trainer.limit_train_batches=5", "test=false", *QUIET,
+    "--config-dir",
+    "myconf",
+    "hparams_search=two_lrs",
+    "model=mlp",
+    "study.n_trials=6",
+    "study.sampler.seed=0",
+    "study.pruner.n_startup_trials=1",
+    "study.pruner.n_warmup_steps=0",
+    "study.heartbeat_s=1",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=5",
+    "test=false",
+    *QUIET,
 ]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -77,8 +87,11 @@ def test_unpromising_trials_are_pruned_and_listed_as_pruned(study):
     with open(study_dir / "leaderboard.csv") as f:
         rows = {row["run"]: row for row in csv.DictReader(f)}
     assert {rows[str(t.number)]["status"] for t in pruned} == {"pruned"}
-    assert all(rows[str(t.number)]["overrides"] == f"optimizer.lr={t.params['optimizer.lr']!r}" for t in resumed.trials
-               if t.state in FINISHED)
+    assert all(
+        rows[str(t.number)]["overrides"] == f"optimizer.lr={t.params['optimizer.lr']!r}"
+        for t in resumed.trials
+        if t.state in FINISHED
+    )
     assert "pruned" in stdout and "best trial" in stdout
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-import torch
 from conftest import QUIET, cnncli
 
 MODEL = """
@@ -31,8 +30,17 @@ def test_own_config_dir_adds_a_model_and_a_data_variant(tmp_path):
     assert "tiny_cnn" in help_text and "digits16" in help_text and "lenet5" in help_text
 
     run = tmp_path / "run"
-    result = cnncli("train", "--config-dir", str(conf), "model=tiny_cnn", "data=digits16", "trainer.max_epochs=2",
-                    f"hydra.run.dir={run}", *QUIET, cwd=tmp_path)
+    result = cnncli(
+        "train",
+        "--config-dir",
+        str(conf),
+        "model=tiny_cnn",
+        "data=digits16",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run}",
+        *QUIET,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == "mynets.tiny_cnn"
@@ -44,7 +52,8 @@ def test_searchpath_override_adds_the_folder_too(tmp_path):
     conf = tmp_path / "more"
     (conf / "model").mkdir(parents=True)
     (conf / "model" / "mlp_wide.yaml").write_text("defaults:\n  - mlp\n  - _self_\nhidden: [512, 256]\n")
-    result = cnncli("train", f"hydra.searchpath=[file://{conf}]", "model=mlp_wide", "--cfg", "job", "--resolve",
-                    cwd=tmp_path)
+    result = cnncli(
+        "train", f"hydra.searchpath=[file://{conf}]", "model=mlp_wide", "--cfg", "job", "--resolve", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "- 512" in result.stdout and "cnncli.models.mlp.mlp" in result.stdout

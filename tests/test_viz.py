@@ -54,8 +54,17 @@ def lenet_viz(short_run, three, tmp_path_factory):
     """Every mode on the 3-epoch LeNet-5, in one process (-m). occlusion.fill=0: on digits' black
     background a black patch erases strokes, where the default mean-grey patch would draw new ones."""
     out = tmp_path_factory.mktemp("lenet_viz")
-    result = cnncli("viz", "-m", f"mode={','.join(MODES)}", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
-                    f"image={three}", f"out={out}", "occlusion.fill=0", "ascent.steps=30", cwd=out)
+    result = cnncli(
+        "viz",
+        "-m",
+        f"mode={','.join(MODES)}",
+        f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+        f"image={three}",
+        f"out={out}",
+        "occlusion.fill=0",
+        "ascent.steps=30",
+        cwd=out,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
 
@@ -64,8 +73,18 @@ def lenet_viz(short_run, three, tmp_path_factory):
 def sweep(tmp_path_factory):
     """A ResNet-20 (global average pooling) and an MLP (no conv layer), one epoch of two batches each."""
     folder = tmp_path_factory.mktemp("sweep")
-    result = cnncli("train", "-m", "model=resnet20,mlp", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                    "trainer.limit_val_batches=1", "test=false", f"hydra.sweep.dir={folder}", *QUIET, cwd=folder)
+    result = cnncli(
+        "train",
+        "-m",
+        "model=resnet20,mlp",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        f"hydra.sweep.dir={folder}",
+        *QUIET,
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"resnet20": folder / "0" / "checkpoints" / "best.ckpt", "mlp": folder / "1" / "checkpoints" / "best.ckpt"}
 
@@ -118,19 +137,29 @@ def test_occlusion_hurts_most_on_the_digits_strokes(lenet_viz, three):
 
 
 def test_cam_of_resnet20_is_cam_and_an_rgb_image_is_converted(sweep, three, tmp_path):
-    result = cnncli("viz", "cam", f"ckpt_path={sweep['resnet20']}", f"image={three.with_name('three_rgb.png')}",
-                    f"out={tmp_path}", cwd=tmp_path)
+    result = cnncli(
+        "viz",
+        "cam",
+        f"ckpt_path={sweep['resnet20']}",
+        f"image={three.with_name('three_rgb.png')}",
+        f"out={tmp_path}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     # the last residual stage reaches the classifier through global average pooling: CAM exactly
     assert "CAM of layer layers (Sequential): 64 x 8 x 8" in result.stdout and "Grad-CAM" not in result.stdout
     assert_picture(tmp_path / "cam_three_rgb.png", (1200, 440))
 
 
-@pytest.mark.parametrize("build, size, cam", [
-    (lambda: nin(1, 10, 32), 32, True),
-    (lambda: googlenet(1, 10, 64, aux_logits=False), 64, True),
-    (lambda: lenet5(1, 10, 32), 32, False),
-], ids=["nin", "googlenet", "lenet5"])
+@pytest.mark.parametrize(
+    "build, size, cam",
+    [
+        (lambda: nin(1, 10, 32), 32, True),
+        (lambda: googlenet(1, 10, 64, aux_logits=False), 64, True),
+        (lambda: lenet5(1, 10, 32), 32, False),
+    ],
+    ids=["nin", "googlenet", "lenet5"],
+)
 def test_cam_is_told_from_grad_cam_by_the_gradient(build, size, cam):
     # the default layer's maps reach the classifier by global average pooling (CAM) or through dense layers
     torch.manual_seed(0)
@@ -142,8 +171,9 @@ def test_cam_is_told_from_grad_cam_by_the_gradient(build, size, cam):
 
 
 def test_a_network_without_conv_layers_is_explained(sweep, three, tmp_path):
-    result = cnncli("viz", "featuremaps", f"ckpt_path={sweep['mlp']}", f"image={three}", f"out={tmp_path}",
-                    cwd=tmp_path)
+    result = cnncli(
+        "viz", "featuremaps", f"ckpt_path={sweep['mlp']}", f"image={three}", f"out={tmp_path}", cwd=tmp_path
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: featuremaps draws the 2-D maps that conv and pooling layers compute")
     assert "no conv layer" in result.stderr and "viz occlusion" in result.stderr
@@ -153,8 +183,16 @@ def test_a_network_without_conv_layers_is_explained(sweep, three, tmp_path):
 def test_an_unknown_layer_lists_the_layers(short_run, three, tmp_path):
     # in-process (the config composed as the CLI composes it): the message, not the exit path, is under test
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("viz", [f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", f"image={three}",
-                              "mode=featuremaps", "layer=conv9", f"out={tmp_path}"])
+        cfg = compose(
+            "viz",
+            [
+                f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+                f"image={three}",
+                "mode=featuremaps",
+                "layer=conv9",
+                f"out={tmp_path}",
+            ],
+        )
     with pytest.raises(ConfigError) as error:
         visualize(cfg)
     assert str(error.value) == (

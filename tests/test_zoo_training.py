@@ -32,8 +32,14 @@ def test_one_training_step_on_digits(name, tmp_path):
     data.setup("fit")
     before = [p.detach().clone() for p in model.parameters()]
     classifier = ImageClassifier(model, num_classes=10, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
-    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(classifier, datamodule=data)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert "val/acc1" in trainer.callback_metrics

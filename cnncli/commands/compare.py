@@ -59,8 +59,13 @@ def labels(runs: list[Path]) -> list[str]:
 def compare(paths: list[str], out: Path) -> Path:
     runs = run_folders(paths)
     summaries, names = [read_summary(run) for run in runs], labels(runs)
-    plot_runs([{"label": label, "history": s.get("history", []), "best_epoch": s.get("best", {}).get("epoch")}
-               for label, s in zip(names, summaries)], out)
+    plot_runs(
+        [
+            {"label": label, "history": s.get("history", []), "best_epoch": s.get("best", {}).get("epoch")}
+            for label, s in zip(names, summaries)
+        ],
+        out,
+    )
     table = Table(title=f"{len(runs)} runs, at their best epoch")
     table.add_column("run (legend)", overflow="fold")
     for column in ("epochs", "best epoch", "val loss", "val top-1", "test top-1"):
@@ -68,8 +73,12 @@ def compare(paths: list[str], out: Path) -> Path:
     for label, s in zip(names, summaries):
         best, test = s.get("best", {}), s.get("test", {})
         cells = (best.get("val/loss"), best.get("val/acc1"), test.get("test/acc1"))
-        table.add_row(label, str(s.get("epochs", "")), str(best.get("epoch", "")),
-                      *("" if c is None else f"{c:.4f}" for c in cells))
+        table.add_row(
+            label,
+            str(s.get("epochs", "")),
+            str(best.get("epoch", "")),
+            *("" if c is None else f"{c:.4f}" for c in cells),
+        )
     console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"wrote {out}", highlight=False)

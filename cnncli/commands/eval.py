@@ -43,8 +43,10 @@ def evaluate(cfg: DictConfig) -> dict:
                 f"data {cfg.data.get('name')!r} has {cfg.data.num_classes} classes; "
                 f"the checkpoint's model predicts {checkpoint.num_classes}"
             )
-        data_cfg = OmegaConf.merge(cfg.data, {"channels": pre.channels, "image_size": pre.image_size,
-                                              "normalization": checkpoint.normalization})
+        data_cfg = OmegaConf.merge(
+            cfg.data,
+            {"channels": pre.channels, "image_size": pre.image_size, "normalization": checkpoint.normalization},
+        )
         datamodule, data_name = call_target("data", data_cfg), cfg.data.get("name")
     else:  # the run's own data, with the run's own statistics: evaluation sees exactly what training saw
         datamodule, data_name = checkpoint.datamodule(cfg.trust_model_code), checkpoint.data_name
@@ -56,7 +58,11 @@ def evaluate(cfg: DictConfig) -> dict:
     names = checkpoint.class_names
     per_class = {
         metric: fn(logits, labels, num_classes=n, average=None).tolist()
-        for metric, fn in (("precision", multiclass_precision), ("recall", multiclass_recall), ("f1", multiclass_f1_score))
+        for metric, fn in (
+            ("precision", multiclass_precision),
+            ("recall", multiclass_recall),
+            ("f1", multiclass_f1_score),
+        )
     }
     matrix = multiclass_confusion_matrix(logits, labels, num_classes=n)
     results = {
@@ -67,8 +73,10 @@ def evaluate(cfg: DictConfig) -> dict:
         "test/loss": F.cross_entropy(logits, labels, weight=checkpoint.class_weights).item(),
         "test/acc1": multiclass_accuracy(logits, labels, num_classes=n, top_k=1, average="micro").item(),
         "test/acc5": multiclass_accuracy(logits, labels, num_classes=n, top_k=min(5, n), average="micro").item(),
-        "per_class": {str(name): {m: per_class[m][i] for m in per_class} | {"support": int(matrix[i].sum())}
-                      for i, name in enumerate(names)},
+        "per_class": {
+            str(name): {m: per_class[m][i] for m in per_class} | {"support": int(matrix[i].sum())}
+            for i, name in enumerate(names)
+        },
         "confusion_matrix": matrix.tolist(),
     }
     if cfg.errors:
@@ -80,8 +88,9 @@ def evaluate(cfg: DictConfig) -> dict:
     written = [out / "eval.json", out / "confusion_matrix.png"]
     if cfg.errors:
         written.append(out / "errors.png")
-        plot_errors(results["worst"], datamodule.test_dataloader().dataset, checkpoint.normalization,
-                    names, written[-1])
+        plot_errors(
+            results["worst"], datamodule.test_dataloader().dataset, checkpoint.normalization, names, written[-1]
+        )
     _print(results, written)
     return results
 
@@ -92,8 +101,13 @@ def worst_classified(logits: torch.Tensor, labels: torch.Tensor, count: int) -> 
     true_probability = probabilities[torch.arange(len(labels)), labels]
     worst = true_probability.argsort()[:count]
     return [
-        {"index": int(i), "true": int(labels[i]), "predicted": int(probabilities[i].argmax()),
-         "p_true": float(true_probability[i]), "p_predicted": float(probabilities[i].max())}
+        {
+            "index": int(i),
+            "true": int(labels[i]),
+            "predicted": int(probabilities[i].argmax()),
+            "p_true": float(true_probability[i]),
+            "p_predicted": float(probabilities[i].max()),
+        }
         for i in worst
     ]
 
@@ -105,10 +119,16 @@ def plot_errors(worst: list[dict], dataset, normalization: dict, names: list[str
     for row in worst:
         pixels = (dataset[row["index"]][0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
         pictures.append(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    titles = [f"true {names[r['true']]} ({r['p_true']:.2f})\npred {names[r['predicted']]} ({r['p_predicted']:.2f})"
-              for r in worst]
-    plot_image_grid(pictures, titles, path, title="worst-classified test images: true class (its probability), "
-                    "predicted class (its probability)")
+    titles = [
+        f"true {names[r['true']]} ({r['p_true']:.2f})\npred {names[r['predicted']]} ({r['p_predicted']:.2f})"
+        for r in worst
+    ]
+    plot_image_grid(
+        pictures,
+        titles,
+        path,
+        title="worst-classified test images: true class (its probability), predicted class (its probability)",
+    )
 
 
 def _print(results: dict, written: list[Path]) -> None:

@@ -110,8 +110,15 @@ def without_aux_heads(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def export_model(model: nn.Module, fmt: str, path: Path, example: torch.Tensor, metadata: dict,
-                 opset: int | None = None, dynamic_batch: bool = True) -> dict:
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    path: Path,
+    example: torch.Tensor,
+    metadata: dict,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+) -> dict:
     """Write `model` (in eval mode) to `path` in format `fmt`, with `metadata` embedded. `example` is an
     input batch: its batch size is kept only when `dynamic_batch` is false. Returns details for the report
     (the ONNX opset)."""
@@ -204,8 +211,10 @@ def run_onnx(path: Path, inputs: dict, batches: dict, fixed: bool) -> tuple[dict
     props = session.get_modelmeta().custom_metadata_map  # the file's metadata_props
     out = {}
     for key, x in inputs.items():
-        parts = [torch.from_numpy(session.run(None, {name: part.numpy()})[0][:n])
-                 for part, n in _chunks(x, batches[key], fixed)]
+        parts = [
+            torch.from_numpy(session.run(None, {name: part.numpy()})[0][:n])
+            for part, n in _chunks(x, batches[key], fixed)
+        ]
         out[key] = torch.cat(parts)
     return out, json.loads(props.get(METADATA_KEY, "null"))
 
@@ -239,17 +248,33 @@ torch.save({"logits": logits, "metadata": meta.decode() if isinstance(meta, byte
 """
 
 
-def run_fresh_process(fmt: str, path: Path, inputs: dict, batches: dict, fixed: bool,
-                      timeout: float = 600) -> tuple[dict[str, torch.Tensor], dict]:
+def run_fresh_process(
+    fmt: str, path: Path, inputs: dict, batches: dict, fixed: bool, timeout: float = 600
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Logits and metadata from `path` reloaded by plain torch in a new Python process without cnncli."""
     with tempfile.TemporaryDirectory(prefix="cnncli-export-") as scratch:
         scratch = Path(scratch)
         torch.save(inputs, scratch / "inputs.pt")
         # cwd: an empty folder, so that `python -c` (which puts the cwd on sys.path) finds nothing of ours
-        args = [sys.executable, "-c", FRESH_PROCESS_RUNNER, fmt, str(path.resolve()), "inputs.pt", "outputs.pt",
-                json.dumps(batches), "1" if fixed else "0"]
-        result = subprocess.run(args, cwd=scratch, capture_output=True, text=True, timeout=timeout,
-                                env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        args = [
+            sys.executable,
+            "-c",
+            FRESH_PROCESS_RUNNER,
+            fmt,
+            str(path.resolve()),
+            "inputs.pt",
+            "outputs.pt",
+            json.dumps(batches),
+            "1" if fixed else "0",
+        ]
+        result = subprocess.run(
+            args,
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()] or ["(no message)"]
             raise RuntimeError(f"a fresh Python process could not run it: {lines[-1]}")
@@ -353,14 +378,14 @@ def export(cfg: DictConfig) -> dict:
             details = export_model(model, fmt, partial, example, metadata, opset=cfg.opset, dynamic_batch=dynamic)
         except (UserError, KeyboardInterrupt):
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (torch.onnx/jit/export fail with any type; the user gets its first line)
             raise UserError(f"{fmt} export of {metadata['model']} failed: {_first_line(e)}") from None
         export_s = time.perf_counter() - started
         error, read_back, results = None, None, {}
         try:
             exported, read_back = run_exported(fmt, partial, inputs, batches, fixed=not dynamic)
             results = compare(reference, exported)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (any failure to reload or run the file is a verification failure)
             error = _first_line(e)
         problems = _problems(results, read_back, metadata, error, cfg)
         final = out if not problems else out.with_name(f"{out.stem}.unverified{out.suffix}")
@@ -412,8 +437,10 @@ def _problems(results: dict, read_back, metadata: dict, error, cfg: DictConfig) 
         if not r["max_abs_diff"] <= cfg.atol:  # also catches NaN
             problems.append(f"{key} inputs: max |logit difference| {r['max_abs_diff']:.3g} > atol={cfg.atol:g}")
     if "test" in results and results["test"]["top1_agreement"] < cfg.min_top1_agreement:
-        problems.append(f"test images: top-1 agreement {results['test']['top1_agreement']:.4f} "
-                        f"< min_top1_agreement={cfg.min_top1_agreement:g}")
+        problems.append(
+            f"test images: top-1 agreement {results['test']['top1_agreement']:.4f} "
+            f"< min_top1_agreement={cfg.min_top1_agreement:g}"
+        )
     if read_back != metadata:
         problems.append("the metadata read back from the file differs from what was written")
     return problems
@@ -427,8 +454,14 @@ def _print(report: dict, verify_json: Path) -> None:
     labels = {"test": "test images", "random": "random N(0,1)"}
     for key, r in report["inputs"].items():
         ok = r["max_abs_diff"] <= report["atol"]
-        table.add_row(labels.get(key, key), str(r["samples"]), str(r["batch"]), f"{r['max_abs_diff']:.2e}",
-                      f"{r['top1_agreement']:.4f}", "yes" if ok else "[red]no[/red]")
+        table.add_row(
+            labels.get(key, key),
+            str(r["samples"]),
+            str(r["batch"]),
+            f"{r['max_abs_diff']:.2e}",
+            f"{r['top1_agreement']:.4f}",
+            "yes" if ok else "[red]no[/red]",
+        )
     console.print(table)
     m = report["metadata"]
     console.print(f"{metadata_summary(m)}, mean {m['mean']}, std {m['std']}, config sha256 {m['config_sha256'][:12]}")

@@ -76,7 +76,7 @@ def native_input(target: str) -> dict:
     try:
         builder = hydra.utils.get_method(target)
         parameters = inspect.signature(builder).parameters
-    except Exception:  # an unimportable target: build_model reports it properly
+    except Exception:  # noqa: BLE001 (an unimportable target: build_model reports it properly)
         return dict(DEFAULT_NATIVE)
     default = {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
     return {

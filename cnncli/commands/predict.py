@@ -64,7 +64,7 @@ class OnnxModel:
         try:
             self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
             meta = json.loads(self.session.get_modelmeta().custom_metadata_map["cnncli"])
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (onnxruntime raises its own untyped errors for a bad file)
             raise UserError(f"{path} is not an ONNX file written by cnncli export ({str(e).splitlines()[0]})") from None
         self.channels, self.image_size = meta["channels"], meta["image_size"][0]
         self.resize = meta.get("resize", "stretch")
@@ -87,8 +87,13 @@ def predict(cfg: DictConfig) -> list[dict]:
     else:
         model = OnnxModel(cfg.model_file)
     # the evaluation preprocessing: the data pipeline of image folders, with the run's statistics
-    dataset = ImageFiles([(str(f), -1) for f in files], {1: "L", 3: "RGB"}[model.channels], model.image_size,
-                         model.resize, normalize=v2.Normalize(model.mean, model.std))
+    dataset = ImageFiles(
+        [(str(f), -1) for f in files],
+        {1: "L", 3: "RGB"}[model.channels],
+        model.image_size,
+        model.resize,
+        normalize=v2.Normalize(model.mean, model.std),
+    )
     images, readable, failures = [], [], []
     for i, path in enumerate(files):
         try:
@@ -102,7 +107,12 @@ def predict(cfg: DictConfig) -> list[dict]:
         probabilities = model.logits(torch.stack(images[start : start + cfg.batch_size])).softmax(dim=1)
         top = probabilities.topk(k, dim=1)
         for path, values, indices in zip(readable[start : start + cfg.batch_size], top.values, top.indices):
-            rows.append({"path": str(path), "top": [(model.class_names[c], p) for c, p in zip(indices.tolist(), values.tolist())]})
+            rows.append(
+                {
+                    "path": str(path),
+                    "top": [(model.class_names[c], p) for c, p in zip(indices.tolist(), values.tolist())],
+                }
+            )
     _print(rows, failures)
     if cfg.output:
         with open(cfg.output, "w", newline="") as f:
@@ -129,7 +139,7 @@ def _print(rows: list[dict], failures: list[tuple[Path, str]]) -> None:
         for rank, (name, p) in enumerate(row["top"], 1):
             table.add_row(str(rank), name, f"{p:.4f}")
         console.print(table)
-    for path, reason in failures:
+    for _, reason in failures:
         console.print(f"[red]not predicted[/red] {reason}", highlight=False)
 
 

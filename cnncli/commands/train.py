@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from cnncli import checkpoint as ckpt
 from cnncli import config_dir
 from cnncli.augment import build_augmentation
-from cnncli import checkpoint as ckpt
 from cnncli.checkpoint import AtomicCheckpointIO, Checkpoint
 from cnncli.classifier import ImageClassifier, NonFiniteLoss
 from cnncli.config import call_target, validate_train_config
@@ -149,8 +149,13 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
         return summary
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if classifier.history:
-        plot_curves(classifier.history, run_dir / "curves.png", best_epoch=summary["best"].get("epoch"),
-                    stopped_early_at=summary["stopped_early_at"], top5=cfg.data.num_classes > 5)
+        plot_curves(
+            classifier.history,
+            run_dir / "curves.png",
+            best_epoch=summary["best"].get("epoch"),
+            stopped_early_at=summary["stopped_early_at"],
+            top5=cfg.data.num_classes > 5,
+        )
     _print_summary(summary)
     if trainer.interrupted:
         raise _interrupted(trainer, classifier.history, run_dir)
@@ -166,8 +171,10 @@ def _check_speed_options(cfg: DictConfig) -> None:
     if precision not in PRECISIONS + PRECISION_ALIASES:
         raise ConfigError("trainer.precision", f"{precision!r} is not one of: {', '.join(PRECISIONS)}")
     accelerator = cfg.trainer.get("accelerator", "auto")
-    on_cpu = accelerator == "cpu" or accelerator == "auto" and not (
-        torch.cuda.is_available() or torch.backends.mps.is_available()
+    on_cpu = (
+        accelerator == "cpu"
+        or accelerator == "auto"
+        and not (torch.cuda.is_available() or torch.backends.mps.is_available())
     )
     if precision in ("16", "16-mixed") and on_cpu:  # Lightning would quietly switch to bf16-mixed
         raise ConfigError("trainer.precision", "16-mixed needs a GPU; on CPU use bf16-mixed or 32-true")
@@ -288,7 +295,7 @@ def run(cfg: DictConfig) -> None:
         return
     try:
         train(cfg)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (a sweep records any failed run and goes on, as Hydra would not)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run_dir / "summary.json"  # train() may have recorded the failure already, with more detail
         failure = json.loads(summary.read_text()) if summary.is_file() else record_failure(run_dir, e)

@@ -137,8 +137,10 @@ def tune(cfg: DictConfig) -> optuna.Study:
     def objective(trial: optuna.Trial) -> float:
         params = {name: suggest(trial, name, spec) for name, spec in space.items()}
         run_dir = study_dir / str(trial.number)
-        overrides = [*train_overrides, *(f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}"
-                                         for name, value in params.items())]
+        overrides = [
+            *train_overrides,
+            *(f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}" for name, value in params.items()),
+        ]
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # the overrides, as a Hydra run has them
         (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         trial.set_user_attr("overrides", overrides)
@@ -148,7 +150,7 @@ def tune(cfg: DictConfig) -> optuna.Study:
             value = summary["best"].get(settings.monitor)
             if value is None:
                 raise UserError(f"study.monitor: the trial logged no {settings.monitor!r}")
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (a failed trial is recorded and the study goes on)
             failure = record_failure(run_dir, e)
             print(f"error: trial {trial.number} failed: {failure['error']}", file=sys.stderr)
             return float("nan")  # Optuna marks the trial failed and goes on (raising would print a traceback)
@@ -163,22 +165,31 @@ def tune(cfg: DictConfig) -> optuna.Study:
     remaining = settings.n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining > 0:
         # n_trials bounds this process; MaxTrialsCallback stops it once all processes together reach the total
-        study.optimize(objective, n_trials=remaining,
-                       callbacks=[optuna.study.MaxTrialsCallback(settings.n_trials, states=FINISHED)])
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            callbacks=[optuna.study.MaxTrialsCallback(settings.n_trials, states=FINISHED)],
+        )
 
     rows = write_leaderboard(study_dir)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise UserError(f"study {settings.name!r}: no trial completed (see {study_dir / 'leaderboard.md'})")
     best = study.best_trial
-    choices = OmegaConf.to_container(compose("train", best.user_attrs["overrides"], return_hydra_config=True)
-                                     .hydra.runtime.choices)
-    header = (f"# best trial {best.number} of study {settings.name!r}: {settings.monitor} = {best.value:.6g}\n"
-              f"# re-run: cnncli train --config-dir {study_dir} --config-name best\n")
-    (study_dir / "best.yaml").write_text(header + yaml.safe_dump(best_config(best.user_attrs["overrides"], choices),
-                                                                  sort_keys=False))
-    print(f"best trial {best.number}: {settings.monitor} = {best.value:.6g} with "
-          + " ".join(f"{k}={v}" for k, v in best.params.items()))
+    choices = OmegaConf.to_container(
+        compose("train", best.user_attrs["overrides"], return_hydra_config=True).hydra.runtime.choices
+    )
+    header = (
+        f"# best trial {best.number} of study {settings.name!r}: {settings.monitor} = {best.value:.6g}\n"
+        f"# re-run: cnncli train --config-dir {study_dir} --config-name best\n"
+    )
+    (study_dir / "best.yaml").write_text(
+        header + yaml.safe_dump(best_config(best.user_attrs["overrides"], choices), sort_keys=False)
+    )
+    print(
+        f"best trial {best.number}: {settings.monitor} = {best.value:.6g} with "
+        + " ".join(f"{k}={v}" for k, v in best.params.items())
+    )
     print(f"re-run it: cnncli train --config-dir {study_dir} --config-name best")
     if any(row["status"] == "failed" for row in rows):
         sys.exit(1)

@@ -163,9 +163,13 @@ def featuremaps(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture,
     for name, maps in zip(names, activations):
         maps = maps[0, : cfg.max_maps].numpy()
         path = Path(f"{stem}_{name}.png")
-        plot_image_grid(list(maps), [f"map {i}" for i in range(len(maps))], path,
-                        title=f"{describe(name, modules[name], shapes[name])}   ({Path(cfg.image).name})",
-                        scale_each=True)
+        plot_image_grid(
+            list(maps),
+            [f"map {i}" for i in range(len(maps))],
+            path,
+            title=f"{describe(name, modules[name], shapes[name])}   ({Path(cfg.image).name})",
+            scale_each=True,
+        )
         written.append(path)
     return written
 
@@ -179,21 +183,31 @@ def filters(cfg: DictConfig, net: CheckpointModel, out: Path) -> list[Path]:
     kernels = first[: cfg.max_maps]
     pictures = [k.permute(1, 2, 0).numpy() if k.shape[0] == 3 else k.mean(0).numpy() for k in kernels]
     kernels_png = out / f"filters_{convs[0]}.png"
-    plot_image_grid(pictures, [f"filter {i}" for i in range(len(pictures))], kernels_png, scale_each=True,
-                    title=f"{convs[0]}: the first conv layer's {len(first)} kernels "
-                          f"({' x '.join(map(str, first.shape[1:]))})")
+    plot_image_grid(
+        pictures,
+        [f"filter {i}" for i in range(len(pictures))],
+        kernels_png,
+        scale_each=True,
+        title=f"{convs[0]}: the first conv layer's {len(first)} kernels ({' x '.join(map(str, first.shape[1:]))})",
+    )
 
     shapes = feature_map_layers(net.model, torch.zeros(1, net.channels, net.image_size, net.image_size))
     last_conv = [n for n in convs if n in shapes][-1]
     name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else last_conv
     images, before, after = maximize_activations(net, modules[name], min(shapes[name][0], cfg.max_maps), cfg.ascent)
-    print(f"{name}: mean activation of its {len(images)} filters {before.mean():.3f} at the start, "
-          f"{after.mean():.3f} after {cfg.ascent.steps} steps of gradient ascent")
+    print(
+        f"{name}: mean activation of its {len(images)} filters {before.mean():.3f} at the start, "
+        f"{after.mean():.3f} after {cfg.ascent.steps} steps of gradient ascent"
+    )
     maximized_png = out / f"filters_{name}_maximized.png"
-    plot_image_grid([as_picture(image) for image in images], [f"{i}: {a:.2f}" for i, a in enumerate(after)],
-                    maximized_png, scale_each=True,
-                    title=f"inputs that maximize each filter of {describe(name, modules[name], shapes[name])} "
-                          "(title: filter: its mean activation)")
+    plot_image_grid(
+        [as_picture(image) for image in images],
+        [f"{i}: {a:.2f}" for i, a in enumerate(after)],
+        maximized_png,
+        scale_each=True,
+        title=f"inputs that maximize each filter of {describe(name, modules[name], shapes[name])} "
+        "(title: filter: its mean activation)",
+    )
     return [kernels_png, maximized_png]
 
 
@@ -286,8 +300,10 @@ def cam(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: P
     heat = heat[0, 0].detach().numpy()
     method = "CAM" if reaches_classifier_by_global_average(net.model, layer, x, target) else "Grad-CAM"
     predicted = net.class_names[int(probabilities.argmax())]
-    print(f"predicted {predicted!r} (p = {probabilities.max():.3f}); {method} of layer "
-          f"{describe(name, layer, shapes[name])} for class {net.class_names[target]!r}")
+    print(
+        f"predicted {predicted!r} (p = {probabilities.max():.3f}); {method} of layer "
+        f"{describe(name, layer, shapes[name])} for class {net.class_names[target]!r}"
+    )
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     show_picture(axes[0], picture, f"{Path(cfg.image).name}: predicted {predicted!r}")
@@ -319,15 +335,21 @@ def occlusion(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, s
     fill = fill.to(x.dtype).view(1, -1, 1, 1).expand_as(x)
     with torch.no_grad():
         drop = Occlusion(lambda batch: net.model(batch).softmax(dim=1)).attribute(
-            x, sliding_window_shapes=(net.channels, patch, patch), strides=(net.channels, stride, stride),
-            target=target, baselines=fill, perturbations_per_eval=64,
+            x,
+            sliding_window_shapes=(net.channels, patch, patch),
+            strides=(net.channels, stride, stride),
+            target=target,
+            baselines=fill,
+            perturbations_per_eval=64,
         )
     # captum gives p(class) minus p(class | patch), averaged over the patch positions covering each pixel
     probability = (probabilities[target] - drop[0, 0]).numpy()
     row, col = np.unravel_index(probability.argmin(), probability.shape)
     name = net.class_names[target]
-    print(f"p({name!r}) = {probabilities[target]:.3f} without the patch; lowest {probability.min():.3f} "
-          f"with it over pixel (row {row}, col {col}); patch {patch}x{patch}, stride {stride}")
+    print(
+        f"p({name!r}) = {probabilities[target]:.3f} without the patch; lowest {probability.min():.3f} "
+        f"with it over pixel (row {row}, col {col}); patch {patch}x{patch}, stride {stride}"
+    )
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     show_picture(axes[0], picture, f"{Path(cfg.image).name}: p({name!r}) = {probabilities[target]:.3f}")

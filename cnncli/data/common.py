@@ -31,7 +31,9 @@ def check_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
         raise UserError(f"{where}: no images")
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
-        raise UserError(f"{where}: labels span {low}..{high}, outside 0..{num_classes - 1} (data.num_classes={num_classes})")
+        raise UserError(
+            f"{where}: labels span {low}..{high}, outside 0..{num_classes - 1} (data.num_classes={num_classes})"
+        )
     if low == high:
         raise UserError(f"{where}: every image has label {low}; a split needs at least 2 classes")
 
@@ -48,7 +50,9 @@ def class_weights(setting, train_labels: torch.Tensor, num_classes: int) -> torc
             raise UserError(f"class_weights=auto: classes {missing} have no training image")
         return counts.sum() / (num_classes * counts)
     if isinstance(setting, str) or len(setting) != num_classes:
-        raise ConfigError("data.class_weights", f"must be null, auto or a list of {num_classes} numbers, got {setting!r}")
+        raise ConfigError(
+            "data.class_weights", f"must be null, auto or a list of {num_classes} numbers, got {setting!r}"
+        )
     return torch.tensor([float(w) for w in setting])
 
 
@@ -59,7 +63,9 @@ def check_normalization(normalization: dict | None, channels: int) -> dict | Non
     if (
         not isinstance(normalization, dict)
         or set(normalization) != {"mean", "std"}
-        or any(not isinstance(normalization[k], (list, tuple)) or len(normalization[k]) != channels for k in normalization)
+        or any(
+            not isinstance(normalization[k], (list, tuple)) or len(normalization[k]) != channels for k in normalization
+        )
     ):
         raise ConfigError("normalization", f"must be null or {{mean: [...], std: [...]}} ({channels} values each)")
     if min(normalization["std"]) <= 0:

@@ -59,7 +59,7 @@ class UnreadableImage(UserError):
         if "Original Traceback" in message:
             lines = [line for line in message.splitlines() if line.startswith(marker)]
             if lines:
-                message = lines[-1][len(marker):]
+                message = lines[-1][len(marker) :]
         super().__init__(message)
 
 
@@ -69,7 +69,7 @@ def load_image(path: str, mode: str, size: int) -> Image.Image:
         with Image.open(path) as image:
             image.draft(mode, (size, size))
             return image.convert(mode)
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... depending on the format
+    except Exception as e:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, ... by format)
         raise UnreadableImage(f"unreadable image file {path}: {_reason(e, path)}") from None
 
 
@@ -77,7 +77,7 @@ def check_header(path: str) -> None:
     try:
         with Image.open(path) as image:
             image.verify()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (as above: PIL's errors depend on the format)
         raise UnreadableImage(f"unreadable image file {path}: {_reason(e, path)}") from None
 
 
@@ -154,8 +154,11 @@ class ImageFolderData(L.LightningDataModule):
         check_choice("channels", channels, tuple(MODES))
         check_choice("resize", resize, RESIZE)
         check_choice("check_images", check_images, CHECKS)
-        for key, value, low in (("num_workers", num_workers, 0), ("min_val_size", min_val_size, 0),
-                                ("normalization_samples", normalization_samples, 1)):
+        for key, value, low in (
+            ("num_workers", num_workers, 0),
+            ("min_val_size", min_val_size, 0),
+            ("normalization_samples", normalization_samples, 1),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(key, f"must be an integer >= {low}, got {value!r}")
         self.val_fraction = check_fraction("val_fraction", val_fraction)
@@ -197,8 +200,14 @@ class ImageFolderData(L.LightningDataModule):
             self.normalization = self._statistics(self.checked["train"])
         normalize = v2.Normalize(self.normalization["mean"], self.normalization["std"])
         for split in needed:
-            self.splits[split] = ImageFiles(self.checked[split], MODES[self.channels], self.image_size, self.resize,
-                                              self.augment if split == "train" else None, normalize)
+            self.splits[split] = ImageFiles(
+                self.checked[split],
+                MODES[self.channels],
+                self.image_size,
+                self.resize,
+                self.augment if split == "train" else None,
+                normalize,
+            )
 
     def _list_files(self) -> dict[str, list[tuple[str, int]]]:
         root = self.root
@@ -210,13 +219,16 @@ class ImageFolderData(L.LightningDataModule):
         class_root = split_dirs.get("train", root)
         classes = _class_folders(class_root)
         if not classes:
-            raise UserError(f"{class_root}: no class folders (expected <root>/<class>/<images> "
-                            "or <root>/train|val|test/<class>/<images>)")
+            raise UserError(
+                f"{class_root}: no class folders (expected <root>/<class>/<images> "
+                "or <root>/train|val|test/<class>/<images>)"
+            )
         if self.class_names is not None and classes != self.class_names:
             raise UserError(f"{class_root}: class folders {classes} differ from data.class_names {self.class_names}")
         if len(classes) != self.num_classes:
-            raise UserError(f"{class_root}: {len(classes)} class folders {classes}, "
-                            f"but data.num_classes={self.num_classes}")
+            raise UserError(
+                f"{class_root}: {len(classes)} class folders {classes}, but data.num_classes={self.num_classes}"
+            )
         self.class_names = classes
         index = {name: i for i, name in enumerate(classes)}
         found = {}
@@ -228,8 +240,9 @@ class ImageFolderData(L.LightningDataModule):
             present = {label for _, label in found[split]}
             for name in _class_folders(folder):
                 if index[name] not in present:
-                    raise UserError(f"{folder / name}: empty class folder "
-                                    f"(no file ending in {', '.join(IMG_EXTENSIONS)})")
+                    raise UserError(
+                        f"{folder / name}: empty class folder (no file ending in {', '.join(IMG_EXTENSIONS)})"
+                    )
         return self._carve(found)
 
     def _carve(self, found: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
@@ -237,8 +250,10 @@ class ImageFolderData(L.LightningDataModule):
         pool = found["train"]
         val = found.get("val")
         if val is not None and len(val) < self.min_val_size:
-            self.merged_note = (f"val split: {len(val)} images < data.min_val_size={self.min_val_size}: merged into "
-                                f"train, a {self.val_fraction:.0%} val split carved")
+            self.merged_note = (
+                f"val split: {len(val)} images < data.min_val_size={self.min_val_size}: merged into "
+                f"train, a {self.val_fraction:.0%} val split carved"
+            )
             pool, val = pool + val, None
         total, splits = len(pool), {"val": val, "test": found.get("test")}
         for split in ("test", "val"):
@@ -250,16 +265,20 @@ class ImageFolderData(L.LightningDataModule):
                     kept, carved = stratified_split(labels, (size - 0.5) / len(pool), self.split_seed)
                 except UserError as e:
                     reason = str(e).split(": ", 1)[-1]  # sklearn's reason, without common.py's own preamble
-                    raise UserError(f"{self.root}: cannot carve a {split} split of {size} image(s) "
-                                    f"stratified by class: {reason}") from None
+                    raise UserError(
+                        f"{self.root}: cannot carve a {split} split of {size} image(s) stratified by class: {reason}"
+                    ) from None
                 splits[split] = [pool[i] for i in sorted(carved.tolist())]
                 pool = [pool[i] for i in sorted(kept.tolist())]
         return {"train": pool, **splits}
 
     def _check(self, splits: list[str]) -> None:
         """Every file of these splits readable (check_images), or left out with skip_corrupt; class checks."""
-        check = check_header if self.check_images == "header" else (
-            lambda path: load_image(path, MODES[self.channels], self.image_size))
+        check = (
+            check_header
+            if self.check_images == "header"
+            else (lambda path: load_image(path, MODES[self.channels], self.image_size))
+        )
         skipped = []
         # threads: PIL decodes without holding the GIL
         with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -274,8 +293,9 @@ class ImageFolderData(L.LightningDataModule):
                 self.checked[split] = [s for s, e in zip(samples, errors) if e is None]
                 self._check_classes(split, self.checked[split])
         if skipped:
-            log.warning("skipped %d unreadable image file(s) (data.skip_corrupt=true), first: %s",
-                        len(skipped), skipped[0])
+            log.warning(
+                "skipped %d unreadable image file(s) (data.skip_corrupt=true), first: %s", len(skipped), skipped[0]
+            )
 
     def _check_classes(self, split: str, samples: list[tuple[str, int]]) -> None:
         labels = [label for _, label in samples]

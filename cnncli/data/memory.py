@@ -141,7 +141,9 @@ class InMemoryImageData(L.LightningDataModule):
             # Lightning puts in otherwise repeats a few images to give the ranks equal shares).
             sampler = UnrepeatedDistributedSampler(self.splits[split], shuffle=False)
         dataset = self.splits[split]
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_whole_batch)
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_whole_batch
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

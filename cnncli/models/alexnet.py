@@ -48,8 +48,8 @@ import torchvision
 from torch import nn
 
 from cnncli.errors import ConfigError, check_choice
-from cnncli.models.common import check_dropout, check_flag, check_input_size, with_in_channels
 from cnncli.models import ModelCard
+from cnncli.models.common import check_dropout, check_flag, check_input_size, with_in_channels
 
 VARIANTS = ("single_tower", "two_tower", "torchvision")
 # the smallest inputs the convs and pools leave a map of at least 1x1 for (searched on the meta device)

@@ -19,8 +19,8 @@ import torchvision
 from torch import nn
 
 from cnncli.errors import ConfigError
-from cnncli.models.common import check_input_size, with_in_channels
 from cnncli.models import ModelCard
+from cnncli.models.common import check_input_size, with_in_channels
 
 MIN_IMAGE_SIZE = 32  # 4 * 2 * 2 * 2
 

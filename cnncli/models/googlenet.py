@@ -46,8 +46,8 @@ import torchvision
 from torch import nn
 
 from cnncli.errors import check_choice
-from cnncli.models.common import check_dropout, check_flag, check_input_size, with_in_channels
 from cnncli.models import ModelCard
+from cnncli.models.common import check_dropout, check_flag, check_input_size, with_in_channels
 
 MIN_IMAGE_SIZE = {"paper": 31, "torchvision": 15}  # five 3x3 stride-2 stages must leave 1x1
 

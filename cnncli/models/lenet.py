@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnncli.errors import check_choice
-from cnncli.models.common import check_dropout, check_input_size
 from cnncli.models import ModelCard
+from cnncli.models.common import check_dropout, check_input_size
 
 VARIANTS = {"modern": (nn.ReLU, nn.MaxPool2d), "classic": (nn.Tanh, nn.AvgPool2d), "paper": None}
 MIN_IMAGE_SIZE = 16  # C1, S2, C3, S4 leave ((size - 4) // 2 - 4) // 2 pixels: 1 at 16, 0 at 15

@@ -3,8 +3,8 @@
 from torch import nn
 
 from cnncli.errors import ConfigError
-from cnncli.models.common import check_dropout, make_activation
 from cnncli.models import ModelCard
+from cnncli.models.common import check_dropout, make_activation
 
 
 def mlp(

@@ -37,8 +37,8 @@ initialization; PyTorch's default is kept.
 from torch import nn
 
 from cnncli.errors import check_choice
-from cnncli.models.common import check_dropout, check_input_size
 from cnncli.models import ModelCard
+from cnncli.models.common import check_dropout, check_input_size
 
 MIN_IMAGE_SIZE = {"cifar10": 4, "imagenet": 39}  # the smallest inputs the pools leave 1x1 of
 

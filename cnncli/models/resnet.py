@@ -36,8 +36,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from cnncli.models.common import check_input_size, kaiming_fan_out, with_in_channels
 from cnncli.models import ModelCard
+from cnncli.models.common import check_input_size, kaiming_fan_out, with_in_channels
 
 MIN_IMAGE_SIZE = 1  # every stride is padded and the head pools globally: even 1x1 passes through
 

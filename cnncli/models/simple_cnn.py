@@ -14,8 +14,8 @@ network works from 6x6 up (6 -> 4 -> 2 -> 1) and its size grows with the input.
 
 from torch import nn
 
-from cnncli.models.common import check_dropout, check_input_size, make_activation
 from cnncli.models import ModelCard
+from cnncli.models.common import check_dropout, check_input_size, make_activation
 
 MIN_IMAGE_SIZE = 6  # two valid 3x3 convs take 4 pixels off, the 2x2 pool needs 2 of what is left
 

@@ -26,10 +26,11 @@ so the head and the parameter count never change. The five pools halve the input
 import torchvision
 from torch import nn
 
-from cnncli.models.common import check_dropout, check_flag, check_input_size, kaiming_fan_out, with_in_channels
 from cnncli.models import ModelCard
+from cnncli.models.common import check_dropout, check_flag, check_input_size, kaiming_fan_out, with_in_channels
 
 MIN_IMAGE_SIZE = 32  # 2^5: five 2x2 max pools
+
 
 def _vgg(name: str, in_channels: int, num_classes: int, image_size: int, batch_norm: bool, dropout: float):
     check_flag("batch_norm", batch_norm)
