@@ -224,9 +224,3 @@ class Checkpoint:
 
         spec = data_spec(self._meta["config"]["data"])
         return build_data(spec, trust_code, normalization=self.normalization, **options)
-
-
-def run_folder(ckpt_path: Path) -> Path:
-    """runs/<run>/checkpoints/best.ckpt -> runs/<run>; a checkpoint elsewhere -> its own folder."""
-    folder = Path(ckpt_path).resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder

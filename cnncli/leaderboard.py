@@ -1,24 +1,22 @@
 """One table of every run under a folder (a multirun sweep, a `cnncli tune` study, a whole outputs/): each
 run's overrides, best val top-1, test top-1/top-5, val loss, parameters, epochs, wall time and status.
 
-A run is a folder holding summary.json (written by `cnncli train` at its end, also for a run that failed
-or was pruned) or Hydra's .hydra/overrides.yaml (written at its start): a run stopped before its end still
-gets a row, `incomplete`, with what its metrics.csv has logged so far. Only json, csv and yaml are read:
-this module imports neither torch nor Lightning, so `cnncli leaderboard` answers at once.
+Runs are found and read by cnncli/runs.py: a run stopped before its end still gets a row, `incomplete`,
+with what its metrics.csv has logged so far. This module imports neither torch nor Lightning, so
+`cnncli leaderboard` answers at once.
 """
 
 import csv
 import io
-import json
 import math
-import re
 import sys
 from pathlib import Path
 
-import yaml
 from hydra.experimental.callback import Callback
 from rich.console import Console
 from rich.table import Table
+
+from cnncli import runs
 
 # (key in a row, column title); rows are sorted by best val top-1, best first
 COLUMNS = (
@@ -36,53 +34,18 @@ COLUMNS = (
 )
 
 
-def record_failure(run_dir: Path, error: BaseException, history: list[dict] | None = None) -> dict:
-    """summary.json for a run that raised, so the leaderboard lists it with the error's last line (and the
-    epochs it completed, when it got that far)."""
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    summary = {"status": "failed", "run_dir": str(run_dir), "error": lines[-1]}
-    if history:
-        summary.update(epochs=len(history), history=history)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def run_dirs(path: Path) -> list[Path]:
-    """Every run folder under path (or path itself), in natural order: 2 before 10."""
-    marks = [*path.rglob("summary.json"), *path.rglob(".hydra/overrides.yaml")]
-    dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
-    natural = [(d, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(d.relative_to(path)))]) for d in dirs]
-    return [d for d, _ in sorted(natural, key=lambda pair: pair[1])]
-
-
-def _history_from_csv(run_dir: Path) -> list[dict]:
-    """Epoch rows from Lightning's metrics.csv (train, val and test are logged on separate lines)."""
-    epochs: dict[int, dict] = {}
-    if (run_dir / "metrics.csv").is_file():
-        with open(run_dir / "metrics.csv") as f:
-            for line in csv.DictReader(f):
-                if line.get("epoch") and not line.get("test/loss"):
-                    epoch = int(float(line["epoch"]))
-                    epochs.setdefault(epoch, {"epoch": epoch}).update({k: float(v) for k, v in line.items() if v})
-    return [epochs[e] for e in sorted(epochs)]
-
-
 def _extreme(rows: list[dict], key: str, pick):
     values = [row[key] for row in rows if isinstance(row.get(key), (int, float)) and not math.isnan(row[key])]
     return pick(values) if values else None
 
 
 def read_run(run_dir: Path, root: Path) -> dict:
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"status": "incomplete"}
-    history = summary.get("history") or _history_from_csv(run_dir)
+    summary = runs.read_summary(run_dir) or {"status": "incomplete"}
+    history = runs.history(run_dir)
     test = summary.get("test") or {}
     return {
         "run": str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
-        "overrides": list(overrides),
+        "overrides": runs.overrides(run_dir),
         "best_val_acc1": _extreme(history, "val/acc1", max),
         "test_acc1": test.get("test/acc1"),
         "test_acc5": test.get("test/acc5"),
@@ -99,8 +62,8 @@ def collect(path: Path) -> tuple[list[dict], list[str]]:
     """The rows under path, best val top-1 first, and the overrides every run shares (shown once, not per
     row): a sweep's table shows what varies."""
     path = Path(path)
-    rows = [read_run(d, path) for d in run_dirs(path)]
-    common = [o for o in rows[0]["overrides"] if all(o in r["overrides"] for r in rows)] if len(rows) > 1 else []
+    found = runs.find_runs(path)
+    rows, common = [read_run(d, path) for d in found], runs.shared_overrides(found)
     for row in rows:
         row["overrides"] = " ".join(o for o in row["overrides"] if o not in common)
     rows.sort(key=lambda r: -r["best_val_acc1"] if r["best_val_acc1"] is not None else math.inf)

@@ -112,8 +112,12 @@ def test_compare_with_a_real_run_and_a_folder_that_is_not_one(sweep, short_run, 
     assert (tmp_path / "compare.png").is_file()  # the default name, in the working directory
     test_accuracy = json.loads((short_run / "summary.json").read_text())["test"]["test/acc1"]
     assert f"{test_accuracy:.4f}" in result.stdout and "model=mlp" in result.stdout
-    result = cnncli("compare", str(sweep), str(tmp_path), cwd=tmp_path)
+    # (a folder with runs anywhere below it is a sweep of them, as for the leaderboard: cnncli/runs.py)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("not a run")
+    result = cnncli("compare", str(sweep), str(notes), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: {tmp_path} is not a run folder of cnncli train (no summary.json), nor a sweep of them"
+        f"error: {notes} is not a run folder of cnncli train (no summary.json), nor a sweep of them"
     )

@@ -6,59 +6,33 @@ of each run's best epoch is printed as well.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from cnncli import runs
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.plots import plot_runs
 
 
 def run_folders(paths: list[str]) -> list[Path]:
-    """The run folders named, a sweep folder replaced by its runs (0, 1, 2, ... in numeric order)."""
-    runs = []
+    """The run folders named, a sweep folder replaced by the runs below it (0, 1, 2, ... in natural order)."""
+    found = []
     for path in map(Path, paths):
-        if (path / "summary.json").is_file():
-            runs.append(path)
-        elif members := [p.parent for p in path.glob("*/summary.json")]:
-            runs += sorted(members, key=lambda p: (len(p.name), p.name))  # 2 before 10
-        elif not path.is_dir():
+        if not path.is_dir():
             raise UserError(f"no such folder: {path}")
-        else:
+        members = [run for run in runs.find_runs(path) if runs.read_summary(run) is not None]
+        if not members:
             raise UserError(f"{path} is not a run folder of cnncli train (no summary.json), nor a sweep of them")
-    return runs
-
-
-def read_summary(run: Path) -> dict:
-    try:
-        return json.loads((run / "summary.json").read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {run / 'summary.json'}: {e}") from None
-
-
-def overrides(run: Path) -> list[str]:
-    """The command-line overrides the run was started with, without hydra.* (where it wrote, not what it ran)."""
-    path = run / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    return [str(o) for o in OmegaConf.load(path) if not str(o).lstrip("+~").startswith("hydra.")]
-
-
-def labels(runs: list[Path]) -> list[str]:
-    """Each run's overrides that not every run shares; the folder name where that leaves nothing or repeats."""
-    lists = [overrides(run) for run in runs]
-    shared = set.intersection(*map(set, lists)) if len(runs) > 1 else set()
-    texts = [" ".join(o for o in items if o not in shared) for items in lists]
-    return [f"{text} ({run.name})" if texts.count(text) > 1 else text or run.name for text, run in zip(texts, runs)]
+        found += members
+    return found
 
 
 def compare(paths: list[str], out: Path) -> Path:
-    runs = run_folders(paths)
-    summaries, names = [read_summary(run) for run in runs], labels(runs)
+    folders = run_folders(paths)
+    summaries, names = [runs.read_summary(run) for run in folders], runs.labels(folders)
     plot_runs(
         [
             {"label": label, "history": s.get("history", []), "best_epoch": s.get("best", {}).get("epoch")}
@@ -66,7 +40,7 @@ def compare(paths: list[str], out: Path) -> Path:
         ],
         out,
     )
-    table = Table(title=f"{len(runs)} runs, at their best epoch")
+    table = Table(title=f"{len(folders)} runs, at their best epoch")
     table.add_column("run (legend)", overflow="fold")
     for column in ("epochs", "best epoch", "val loss", "val top-1", "test top-1"):
         table.add_column(column, justify="right", no_wrap=True)

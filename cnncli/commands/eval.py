@@ -19,10 +19,11 @@ from torchmetrics.functional.classification import (
 )
 
 from cnncli import config_dir
-from cnncli.checkpoint import Checkpoint, run_folder
+from cnncli.checkpoint import Checkpoint
 from cnncli.config import call_target, check_number
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.plots import plot_confusion_matrix, plot_image_grid
+from cnncli.runs import run_folder
 
 
 @torch.inference_mode()

@@ -33,9 +33,10 @@ from rich.table import Table
 from torch import nn
 
 from cnncli import __version__, config_dir
-from cnncli.checkpoint import Checkpoint, run_folder
+from cnncli.checkpoint import Checkpoint
 from cnncli.config import check_number
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
+from cnncli.runs import run_folder
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "exported_program": ".pt2"}
 METADATA_KEY = "cnncli"  # ONNX metadata_props key

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from cnncli.errors import UserError, reports_user_errors
-from cnncli.leaderboard import run_dirs, write_leaderboard
+from cnncli.leaderboard import write_leaderboard
+from cnncli.runs import find_runs
 
 
 @reports_user_errors
@@ -17,7 +18,7 @@ def main() -> None:
     path = parser.parse_args().path
     if not path.is_dir():
         raise UserError(f"{path}: no such folder")
-    if not run_dirs(path):
+    if not find_runs(path):
         raise UserError(f"{path}: no runs found (no summary.json or .hydra/overrides.yaml below it)")
     rows = write_leaderboard(path)
     if any(row["status"] == "failed" for row in rows):

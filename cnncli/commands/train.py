@@ -3,7 +3,6 @@ produced to its run folder (config.yaml, checkpoints/, metrics.csv, curves.png, 
 
 import csv
 import importlib.util
-import json
 import logging
 import signal
 import sys
@@ -30,9 +29,9 @@ from cnncli.checkpoint import AtomicCheckpointIO, Checkpoint
 from cnncli.classifier import ImageClassifier, NonFiniteLoss
 from cnncli.config import call_target, validate_train_config
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
-from cnncli.leaderboard import record_failure
 from cnncli.models import build_model, model_parts
 from cnncli.plots import plot_curves
+from cnncli.runs import read_summary, record_failure, write_summary
 
 # Lightning hints that are noise here: in-memory batches need no worker processes, and the run folder
 # holds config.yaml before the CSV logger writes beside it.
@@ -147,7 +146,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     }
     if not is_rank_zero:
         return summary
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_summary(run_dir, summary)
     if classifier.history:
         plot_curves(
             classifier.history,
@@ -297,8 +296,8 @@ def run(cfg: DictConfig) -> None:
         train(cfg)
     except Exception as e:  # noqa: BLE001 (a sweep records any failed run and goes on, as Hydra would not)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        summary = run_dir / "summary.json"  # train() may have recorded the failure already, with more detail
-        failure = json.loads(summary.read_text()) if summary.is_file() else record_failure(run_dir, e)
+        # train() may have recorded the failure already, with more detail
+        failure = read_summary(run_dir) or record_failure(run_dir, e)
         print(f"error: run {HydraConfig.get().job.num} failed: {failure['error']}", file=sys.stderr)
 
 

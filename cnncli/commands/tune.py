@@ -12,7 +12,6 @@ the leaderboard of every trial, the best parameters and best.yaml, a config that
 `cnncli train --config-dir <study folder> --config-name best`.
 """
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -30,7 +29,8 @@ from cnncli import config_dir
 from cnncli.commands.train import train
 from cnncli.config import call_target
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
-from cnncli.leaderboard import record_failure, write_leaderboard
+from cnncli.leaderboard import write_leaderboard
+from cnncli.runs import record_failure, write_summary
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
 
@@ -158,7 +158,7 @@ def tune(cfg: DictConfig) -> optuna.Study:
             HydraConfig.instance().cfg = tune_hydra
         if pruning.pruned_at is not None:
             summary.update(status="pruned", pruned_at_epoch=pruning.pruned_at)
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_summary(run_dir, summary)
             raise optuna.TrialPruned(f"at epoch {pruning.pruned_at}")
         return value
 

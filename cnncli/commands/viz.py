@@ -29,7 +29,6 @@ from torch import nn
 from torchvision.transforms import v2
 
 from cnncli import config_dir
-from cnncli.checkpoint import run_folder
 from cnncli.commands.predict import CheckpointModel
 from cnncli.config import check_number
 from cnncli.data.folder import MODES as IMAGE_MODES
@@ -37,6 +36,7 @@ from cnncli.data.folder import ImageFiles
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 from cnncli.models.lenet import SparseConv2d, Subsampling
 from cnncli.plots import plot_image_grid, plt
+from cnncli.runs import run_folder
 
 MODES = {
     "featuremaps": "the activation maps of layer=NAME (default: every conv and pooling layer) for image=FILE",

@@ -1,0 +1,108 @@
+"""Run folders: how runs are found, read, labelled and summed up, in one place (leaderboard, compare, tune,
+train, and every command that writes beside a checkpoint).
+
+A run folder is what `cnncli train` writes (config.yaml, .hydra/overrides.yaml, checkpoints/, metrics.csv,
+curves.png, summary.json). summary.json is written at the end of a run, also of one that failed or was
+pruned; .hydra/overrides.yaml at its start, so a run stopped before its end is still found. Only json, csv
+and yaml are read here: no torch, no Lightning.
+"""
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from cnncli.errors import UserError
+
+SUMMARY = "summary.json"
+OVERRIDES = Path(".hydra") / "overrides.yaml"
+
+
+def run_folder(ckpt_path: Path) -> Path:
+    """runs/<run>/checkpoints/best.ckpt -> runs/<run>; a checkpoint elsewhere -> its own folder."""
+    folder = Path(ckpt_path).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def find_runs(path: Path) -> list[Path]:
+    """Every run folder at or below `path` (a run, a sweep, a study, a whole outputs/), in natural order:
+    2 before 10."""
+    path = Path(path)
+    marks = [*path.rglob(SUMMARY), *path.rglob(str(OVERRIDES))]
+    dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
+
+    def natural(run: Path) -> list:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(run.relative_to(path)))]
+
+    return sorted(dirs, key=natural)
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """The run's summary.json; None while the run has none (it is running, or was killed)."""
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """summary.json, replaced atomically: a reader never sees half of it."""
+    path = Path(run_dir) / SUMMARY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{SUMMARY}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(summary, indent=2))
+    os.replace(partial, path)
+
+
+def record_failure(run_dir: Path, error: BaseException, history: list[dict] | None = None) -> dict:
+    """summary.json for a run that raised, so the leaderboard lists it with the error's last line (and the
+    epochs it completed, when it got that far)."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    summary = {"status": "failed", "run_dir": str(run_dir), "error": lines[-1]}
+    if history:
+        summary.update(epochs=len(history), history=history)
+    write_summary(run_dir, summary)
+    return summary
+
+
+def overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides the run was started with, without hydra.* (where it wrote, not what it ran)."""
+    path = Path(run_dir) / OVERRIDES
+    if not path.is_file():
+        return []
+    return [str(o) for o in yaml.safe_load(path.read_text()) or [] if not str(o).lstrip("+~").startswith("hydra")]
+
+
+def shared_overrides(runs: list[Path]) -> list[str]:
+    """The overrides every one of several runs has (shown once: a sweep's table shows what varies)."""
+    lists = [overrides(run) for run in runs]
+    return [o for o in lists[0] if all(o in other for other in lists)] if len(lists) > 1 else []
+
+
+def labels(runs: list[Path]) -> list[str]:
+    """Each run's overrides that not every run shares; the folder name where that leaves nothing or repeats."""
+    shared = set(shared_overrides(runs))
+    texts = [" ".join(o for o in overrides(run) if o not in shared) for run in runs]
+    return [f"{text} ({run.name})" if texts.count(text) > 1 else text or run.name for text, run in zip(texts, runs)]
+
+
+def history(run_dir: Path) -> list[dict]:
+    """The run's epoch rows: summary.json's, or for a run without one what its metrics.csv has logged so far
+    (train, val and test are logged on separate lines there)."""
+    summary = read_summary(run_dir) or {}
+    if summary.get("history"):
+        return summary["history"]
+    epochs: dict[int, dict] = {}
+    if (Path(run_dir) / "metrics.csv").is_file():
+        with open(Path(run_dir) / "metrics.csv") as f:
+            for line in csv.DictReader(f):
+                if line.get("epoch") and not line.get("test/loss"):
+                    epoch = int(float(line["epoch"]))
+                    epochs.setdefault(epoch, {"epoch": epoch}).update({k: float(v) for k, v in line.items() if v})
+    return [epochs[e] for e in sorted(epochs)]
