@@ -33,34 +33,6 @@ from cnncli.errors import ConfigError, UserError, check_choice, reports_user_err
 FORMATS = ("table", "markdown", "csv", "json")
 DEFAULT_NATIVE = {"channels": 3, "image_size": 224, "num_classes": 1000}
 
-# What the papers themselves report (None: the paper gives no figure). MACs: the papers' "FLOPs" and
-# "multiply-adds" are both multiply-accumulates.
-PAPER = {
-    "lenet5": (60_000, None, "LeCun et al. 1998"),
-    "alexnet": (60e6, None, "Krizhevsky et al. 2012"),
-    "vgg11": (133e6, None, "Simonyan & Zisserman 2015, table 2"),
-    "vgg13": (133e6, None, "Simonyan & Zisserman 2015, table 2"),
-    "vgg16": (138e6, 15.3e9, "Simonyan & Zisserman 2015 table 2; MACs: He et al. 2016"),
-    "vgg19": (144e6, 19.6e9, "Simonyan & Zisserman 2015 table 2; MACs: He et al. 2016"),
-    "googlenet": (None, 1.5e9, "Szegedy et al. 2015 (its 1.5G budget)"),
-    "resnet18": (None, 1.8e9, "He et al. 2016, table 1"),
-    "resnet34": (None, 3.6e9, "He et al. 2016, table 1"),
-    "resnet50": (None, 3.8e9, "He et al. 2016, table 1"),
-    "resnet101": (None, 7.6e9, "He et al. 2016, table 1"),
-    "resnet152": (None, 11.3e9, "He et al. 2016, table 1"),
-    "resnet20": (0.27e6, None, "He et al. 2016, table 6 (CIFAR-10)"),
-    "resnet32": (0.46e6, None, "He et al. 2016, table 6 (CIFAR-10)"),
-    "resnet44": (0.66e6, None, "He et al. 2016, table 6 (CIFAR-10)"),
-    "resnet56": (0.85e6, None, "He et al. 2016, table 6 (CIFAR-10)"),
-    "resnet110": (1.7e6, None, "He et al. 2016, table 6 (CIFAR-10)"),
-    "convnext_tiny": (28e6, 4.5e9, "Liu et al. 2022, table"),
-    "convnext_small": (50e6, 8.7e9, "Liu et al. 2022, table"),
-    "convnext_base": (89e6, 15.4e9, "Liu et al. 2022, table"),
-    "convnext_large": (198e6, 34.4e9, "Liu et al. 2022, table"),
-    "mobilenet_v2": (3.4e6, 300e6, "Sandler et al. 2018, table 8"),
-    "efficientnet_b0": (5.3e6, 0.39e9, "Tan & Le 2019, table 2"),
-}
-
 MACS_COUNTED = (
     "conv/linear multiply-accumulates for one image (grouped/depthwise convs, and linear layers applied at "
     "every position, counted as computed); pooling, activations, normalization, layer scale and residual "
@@ -72,7 +44,13 @@ MACS_COUNTED = (
 
 
 def native_input(target: str) -> dict:
-    """The input a builder is made for: its own defaults for in_channels, image_size and num_classes."""
+    """The input a model is made for: its card's (cnncli/models/<family>.py), else the builder's own
+    defaults for in_channels, image_size and num_classes (the user's own builder)."""
+    from cnncli.models import model_card
+
+    card = model_card(target)
+    if card is not None:
+        return {"channels": card.channels, "image_size": card.image_size, "num_classes": card.num_classes}
     try:
         builder = hydra.utils.get_method(target)
         parameters = inspect.signature(builder).parameters
@@ -84,6 +62,18 @@ def native_input(target: str) -> dict:
         "image_size": default.get("image_size", DEFAULT_NATIVE["image_size"]),
         "num_classes": default.get("num_classes", DEFAULT_NATIVE["num_classes"]),
     }
+
+
+def paper_figures(target: str) -> dict:
+    """What the paper itself reports (None: it gives no figure), from the model's card. MACs: the papers'
+    "FLOPs" and "multiply-adds" are both multiply-accumulates."""
+    from cnncli.models import model_card
+
+    card = model_card(target)
+    if card is None:
+        return {"params": None, "macs": None, "source": ""}
+    params, macs = (None if n is None else int(n) for n in (card.paper_params, card.paper_macs))
+    return {"params": params, "macs": macs, "source": card.paper_source}
 
 
 def _check(cfg: DictConfig) -> None:
@@ -114,8 +104,6 @@ def summarize(cfg: DictConfig, name: str) -> dict:
     size = model_cfg.get("image_size", cfg.data.image_size)
     shape = (channels, size, size)
     table, device = _count(model_cfg, shape, cfg.depth, name)
-    params, macs, source_text = PAPER.get(name, (None, None, ""))
-    params, macs = (None if n is None else int(n) for n in (params, macs))
     return {
         "model": name,
         "builder": target,
@@ -123,7 +111,7 @@ def summarize(cfg: DictConfig, name: str) -> dict:
         "num_classes": model_cfg.get("num_classes", cfg.data.get("num_classes")),
         "device": device,
         "table": table,
-        "paper": {"params": params, "macs": macs, "source": source_text},
+        "paper": paper_figures(target),
     }
 
 
