@@ -90,6 +90,9 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+NOTES = "## Notes on the figures"  # RESULTS.md from this heading on is written by hand and kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run, noisier figures")
@@ -151,7 +154,10 @@ def main() -> None:
             *sections,
         ]
     )
-    args.out.write_text(text)
+    # the hand-written notes at the end of the file outlive a re-run
+    old = args.out.read_text() if args.out.is_file() else ""
+    notes = old[old.index(NOTES) :] if NOTES in old else ""
+    args.out.write_text(text + ("\n" + notes if notes else ""))
     print(f"wrote {args.out}")
 
 

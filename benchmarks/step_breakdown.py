@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from data_throughput import DATA, PlainLoop, compose_train
 from report import emit
 
-from cnncli.classifier import ImageClassifier
 from cnncli.commands.train import train
+from cnncli.tasks.classification import ImageClassifier
 
 SEGMENTS = {
     ("batch_end", "batch_start"): "batch end -> next batch start (fetch, hooks)",

@@ -106,3 +106,36 @@ def history(run_dir: Path) -> list[dict]:
                     epoch = int(float(line["epoch"]))
                     epochs.setdefault(epoch, {"epoch": epoch}).update({k: float(v) for k, v in line.items() if v})
     return [epochs[e] for e in sorted(epochs)]
+
+
+def summarize(run_dir: Path, cfg, history: list[dict], checkpoint, early_stopping, params: int, wall_time_s: float,
+              test: dict, interrupted: bool) -> dict:  # fmt: skip
+    """summary.json of a run that trained: final, best (by the checkpoint callback's monitored metric) and test
+    metrics, the epoch rows, and where the best weights are."""
+    return {
+        "status": "interrupted" if interrupted else "completed",
+        "run_dir": str(run_dir),
+        "model": cfg.model._target_,
+        "data": cfg.data.get("name"),
+        "params": params,
+        "epochs": len(history),
+        "wall_time_s": round(wall_time_s, 2),
+        "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
+        "best": best_row(history, checkpoint),
+        "final": history[-1] if history else {},
+        "test": test,
+        # the epoch early stopping ended the run at (null: it ran to max_epochs or was interrupted)
+        "stopped_early_at": early_stopping.stopped_epoch if early_stopping and early_stopping.stopped_epoch else None,
+        "history": history,  # one row per epoch: train/val loss and metrics, lr
+    }
+
+
+def best_row(rows: list[dict], checkpoint) -> dict:
+    """The epoch the checkpoint callback judged best (by its monitored metric)."""
+    if not rows or checkpoint is None or checkpoint.monitor is None:
+        return {}
+    scored = [row for row in rows if checkpoint.monitor in row]
+    if not scored:
+        return {}
+    pick = min if checkpoint.mode == "min" else max
+    return pick(scored, key=lambda row: row[checkpoint.monitor])

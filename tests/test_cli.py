@@ -110,7 +110,8 @@ def test_a_missing_extra_is_named_in_one_line(command, package, extra, monkeypat
 
     from cnncli import cli
 
-    monkeypatch.setitem(sys.modules, package, None)  # importing it now fails as if it were not installed
+    for module in (package, f"{package}.attr"):  # importing them now fails as if they were not installed
+        monkeypatch.setitem(sys.modules, module, None)
     monkeypatch.delitem(sys.modules, f"cnncli.commands.{command}", raising=False)
     monkeypatch.setattr(sys, "argv", ["cnncli", command])
     with pytest.raises(SystemExit) as exit_info:

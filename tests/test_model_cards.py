@@ -119,3 +119,20 @@ def test_adding_an_architecture_is_one_model_file_and_one_yaml(tmp_path):
     assert "123 params (a test)" in table and "32x32x3" in table  # the card's paper figure and native input
     evaluated = run("eval", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}")  # no trust_model_code needed
     assert "test split of digits" in evaluated
+
+
+def test_the_zoo_table_of_the_docs_is_made_from_the_cards():
+    from cnncli.models import zoo
+
+    docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    assert zoo.markdown() in docs, "docs/models.md: paste the output of `python -m cnncli.models.zoo`"
+
+
+def test_a_users_own_module_is_read_for_its_card_only_from_the_users_config(tmp_path, monkeypatch):
+    (tmp_path / "mynets_card.py").write_text(TINYNET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    options = {"_target_": "mynets_card.tinynet", "in_channels": 1, "num_classes": 4, "image_size": 16,
+               "freeze": "all_but_head"}  # fmt: skip
+    model = build_model(options)  # the user's config: trusted, its MODELS card read for the head
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["4.weight", "4.bias"]
+    assert model_card("mynets_card.tinynet") is None  # as read from a file: never imported for its card

@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 import cnncli
-from cnncli.classifier import ImageClassifier
 from cnncli.errors import ConfigError
 from cnncli.models import alexnet, build_model, convnext, googlenet, lenet, mlp, nin, resnet, simple_cnn, vgg
+from cnncli.tasks.classification import ImageClassifier
 
 MODEL_CONFIGS = sorted(path.stem for path in (Path(cnncli.config_dir()) / "model").glob("*.yaml"))
 

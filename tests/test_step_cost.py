@@ -8,10 +8,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import OmegaConf
 
 from cnncli import config_dir
-from cnncli.classifier import EpochTotals
 from cnncli.errors import ConfigError
 from cnncli.optim import build_optimizer
 from cnncli.progress import ProgressBar
+from cnncli.tasks.classification import EpochTotals
 
 
 def direct_sums(losses, logits, labels, top_k):

@@ -10,10 +10,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from cnncli import config_dir
-from cnncli.classifier import ImageClassifier
 from cnncli.config import call_target
 from cnncli.errors import ConfigError
 from cnncli.models import build_model
+from cnncli.tasks.classification import ImageClassifier
 
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 warnings.filterwarnings("ignore", ".*does not have many workers.*")

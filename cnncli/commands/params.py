@@ -48,7 +48,7 @@ def native_input(target: str) -> dict:
     defaults for in_channels, image_size and num_classes (the user's own builder)."""
     from cnncli.models import model_card
 
-    card = model_card(target)
+    card = model_card(target, trusted=True)
     if card is not None:
         return {"channels": card.channels, "image_size": card.image_size, "num_classes": card.num_classes}
     try:
@@ -69,7 +69,7 @@ def paper_figures(target: str) -> dict:
     "FLOPs" and "multiply-adds" are both multiply-accumulates."""
     from cnncli.models import model_card
 
-    card = model_card(target)
+    card = model_card(target, trusted=True)
     if card is None:
         return {"params": None, "macs": None, "source": ""}
     params, macs = (None if n is None else int(n) for n in (card.paper_params, card.paper_macs))

@@ -58,13 +58,22 @@ def families() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in ("common", "transfer"))
 
 
-def model_card(target: str) -> ModelCard | None:
+def model_card(target: str, trusted: bool = False) -> ModelCard | None:
     """The card of `cnncli.models.<family>.<name>`, or None for a target that names no cnncli model. Only
-    the family's own MODELS dict is consulted: no attribute of the module is ever walked."""
+    the family's own MODELS dict is consulted: no attribute of the module is ever walked. `trusted` (a target
+    from the user's own config, never from a file): the user's module is imported for its MODELS too."""
     match = TARGET.fullmatch(str(target))
-    if match is None or match.group(1) not in families():
+    if match is not None and match.group(1) in families():
+        module = importlib.import_module(f"cnncli.models.{match.group(1)}")
+        return getattr(module, "MODELS", {}).get(match.group(2))
+    module_name, _, name = str(target).rpartition(".")
+    if not trusted or not module_name:
         return None
-    return getattr(importlib.import_module(f"cnncli.models.{match.group(1)}"), "MODELS", {}).get(match.group(2))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return getattr(module, "MODELS", {}).get(name)
 
 
 def builder(target: str, trust_code: bool) -> Callable[..., nn.Module]:
@@ -145,7 +154,7 @@ def model_parts(options: dict, model: nn.Module) -> Parts:
     """The head, the classifier and the first convolution of a model built from `options` (a model config),
     from its card. A model without a card (the user's own builder) has them only when it declares them:
     then freezing and the head learning rate are refused in one line."""
-    card = model_card(options.get("_target_"))
+    card = model_card(options.get("_target_"), trusted=True)
     if card is None:
         return Parts([], [], None)
     return Parts(

@@ -65,7 +65,7 @@ def imagenet_weights(options: dict) -> "torchvision.models.WeightsEnum":
     or a ConfigError naming the models that have them."""
     from cnncli.models import model_card
 
-    card = model_card(options.get("_target_"))
+    card = model_card(options.get("_target_"), trusted=True)
     name = card.fact("imagenet_weights", options) if card else None
     if name is None:
         raise ConfigError(

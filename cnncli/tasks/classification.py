@@ -1,4 +1,7 @@
-"""The LightningModule: any nn.Module from the zoo, trained with cross-entropy, measured by top-1/top-5."""
+"""Image classification, the task: the LightningModule (any nn.Module of the zoo, trained with cross-entropy,
+measured by top-1/top-5), its epoch metrics, and how a run of it is reported (the summary table, curves.png).
+A sibling task (segmentation) sits beside this file with its own module, metrics and plots, and shares the
+trainer (cnncli/trainer.py), data, run folders (cnncli/runs.py), checkpoints and export."""
 
 import math
 
@@ -7,11 +10,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 
 from cnncli import checkpoint as ckpt
 from cnncli.errors import UserError
 from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
+from cnncli.plots import plot_curves
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 SPLITS = ("train", "val", "test")
@@ -177,3 +183,41 @@ class ImageClassifier(L.LightningModule):
         optimizer = build_optimizer(params, self.optimizer_cfg)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+
+def build_module(cfg: DictConfig, model: nn.Module, datamodule, metadata: dict, head: list[str]) -> "ImageClassifier":
+    """The LightningModule of a run config: its loss options, optimizer and schedule, class weights."""
+    return ImageClassifier(
+        model,
+        num_classes=cfg.data.num_classes,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler,
+        label_smoothing=cfg.label_smoothing,
+        class_weights=datamodule.class_weights,
+        metadata=metadata,
+        channels_last=cfg.channels_last,
+        head=head,
+    )
+
+
+def plot_run(summary: dict, path, num_classes: int) -> None:
+    """curves.png: loss, top-1 (top-5 above 5 classes), the best epoch and the early stop marked."""
+    if summary.get("history"):
+        plot_curves(summary["history"], path, best_epoch=summary.get("best", {}).get("epoch"),
+                    stopped_early_at=summary.get("stopped_early_at"), top5=num_classes > 5)  # fmt: skip
+
+
+def print_summary(summary: dict) -> None:
+    table = Table(title=f"{summary['model'].rsplit('.', 1)[-1]} on {summary['data']}: {summary['status']}")
+    table.add_column("metric")
+    for column in ("final epoch", "best epoch", "test (best ckpt)"):
+        table.add_column(column, justify="right")
+    final, best, test = summary["final"], summary["best"], summary["test"]
+    table.add_row("epoch", str(final.get("epoch", "")), str(best.get("epoch", "")), "")
+    for metric in ("loss", "acc1", "acc5"):
+        cells = [row.get(f"{split}/{metric}") for row, split in ((final, "val"), (best, "val"), (test, "test"))]
+        table.add_row(f"{metric} (val / test)", *("" if c is None else f"{c:.4f}" for c in cells))
+    console = Console()
+    console.print(table)
+    console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none saved)'}")
+    console.print(f"run folder: {summary['run_dir']}")

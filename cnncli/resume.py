@@ -1,0 +1,100 @@
+"""Resuming a run: `cnncli train resume=RUN_DIR|last` continues a run in its own folder from
+checkpoints/last.ckpt, with its own overrides (the ones given now win), its epoch rows, metrics.csv and
+random state. A run folder is untrusted data: its stored overrides may not name code."""
+
+import csv
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from cnncli.checkpoint import Checkpoint
+from cnncli.errors import ConfigError, UserError
+
+
+def override_key(argument: str) -> str:
+    return argument.split("=", 1)[0].lstrip("+~")
+
+
+def resume_arguments(args: list[str]) -> list[str]:
+    """`resume=RUN_DIR` (or `resume=last`: the newest run under outputs/train/) becomes the run's own
+    overrides (RUN_DIR/.hydra/overrides.yaml), then those given now, which win (`trainer.max_epochs=20`
+    extends a run), then `hydra.run.dir=RUN_DIR`: the run continues in its folder with its config."""
+    resume = [arg.split("=", 1)[1] for arg in args if override_key(arg) == "resume"]
+    if not resume or resume[-1] in ("", "null"):
+        return args
+    if "-m" in args or "--multirun" in args:
+        raise ConfigError("resume", "continues one run; it cannot be combined with -m/--multirun")
+    run_dir = _find_run(resume[-1])
+    given = [arg for arg in args if override_key(arg) not in ("resume", "hydra.run.dir")]
+    keys = {"resume", "hydra.run.dir", *map(override_key, given)}
+    original = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") if override_key(o) not in keys]
+    if not any(override_key(arg) == "trust_model_code" and arg.endswith("=true") for arg in args):
+        for override in original:
+            _check_stored_override(override, run_dir)
+    return [*original, *given, f"hydra.run.dir='{run_dir}'", f"resume='{run_dir}'"]
+
+
+def _check_stored_override(override: str, run_dir: Path) -> None:
+    """A run folder is untrusted data too: its stored overrides may pick config options and set values, but
+    not name code (`_target_`, `_partial_`, `_args_` ...) nor reach into Hydra (its callbacks, its search
+    path for config files, its logging config, whose factories are code too)."""
+    key = override_key(override)
+    if key.startswith("hydra") or any(part.startswith("_") for part in key.replace("/", ".").split(".")):
+        raise UserError(
+            f"resume: refused for safety: {run_dir}/.hydra/overrides.yaml sets {key}, which can name code to "
+            "run; pass trust_model_code=true only if you trust where this run folder came from"
+        )
+
+
+def _find_run(value: str) -> Path:
+    if value == "last":
+        runs = sorted(Path("outputs/train").glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UserError("resume=last: no run with checkpoints/last.ckpt under outputs/train/ in this folder")
+        run_dir = runs[-1].parent.parent.resolve()
+    else:
+        run_dir = Path(value).expanduser().resolve()
+    for needed in (".hydra/overrides.yaml", "checkpoints/last.ckpt"):
+        if not (run_dir / needed).is_file():
+            raise UserError(f"resume={value}: {run_dir / needed} not found (resume takes a cnncli train run folder)")
+    Checkpoint(run_dir / "checkpoints" / "last.ckpt")  # a truncated file stops here, before Hydra writes
+    return run_dir
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """checkpoints/last.ckpt of the run being resumed (main() has pointed Hydra's run folder at it)."""
+    if not cfg.get("resume"):
+        return None
+    if Path(cfg.resume).resolve() != run_dir.resolve():
+        raise ConfigError("resume", f"continues a run in its own folder {cfg.resume}, but this run writes to {run_dir}")
+    return str(run_dir / "checkpoints" / "last.ckpt")
+
+
+def keep_metrics_csv(trainer: L.Trainer, checkpoint_path: str) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv when it starts: write back the rows of the
+    epochs the checkpoint holds, so the resumed run appends to them and each epoch is there once."""
+    logger = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
+    path = Path(logger.log_dir) / "metrics.csv" if logger else None
+    if path is None or not path.is_file():
+        return
+    checkpoint = Checkpoint(checkpoint_path)
+    last_epoch = checkpoint.history[-1]["epoch"] if checkpoint.history else -1
+    with open(path, newline="") as f:
+        rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+    kept = [
+        row
+        for row in rows
+        # epoch rows up to the checkpoint's (the test row is written again at the end); rows without an
+        # epoch (learning rate) logged before the checkpoint's step
+        if (row.get("epoch", last_epoch + 1) <= last_epoch and not any(k.startswith("test/") for k in row))
+        or ("epoch" not in row and row.get("step", 0) < checkpoint.global_step)
+    ]
+    writer = logger.experiment  # created now: this is when it deletes the file
+    for row in kept:
+        step = int(row.pop("step"))
+        if "epoch" in row:
+            row["epoch"] = int(row["epoch"])
+        writer.log_metrics(row, step)
+    writer.save()
