@@ -98,9 +98,12 @@ def load_file(path: Path, what: str = "checkpoint") -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):  # not a pickle of ours at all (a text file, say)
+        # weights_only refused a global (a class or function: unpickling it could run code), or the file is
+        # no pickle at all (a text file, say)
+        refused = [line.strip() for line in str(e).splitlines() if "global" in line.lower()]
+        if not refused:
             raise UserError(f"cannot read {what} {path}: not a PyTorch file") from None
-        reason = next(line for line in str(e).splitlines() if "Unsupported global" in line).strip()
+        reason = refused[0]
         raise UserError(
             f"{what}: refused to load {path}: it holds Python objects other than tensors and plain data, which "
             f"could run code when loaded; refused for safety ({reason})"
