@@ -7,8 +7,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from cnncli import runs
 from cnncli.checkpoint import Checkpoint
 from cnncli.errors import ConfigError, UserError
 
@@ -29,7 +30,7 @@ def resume_arguments(args: list[str]) -> list[str]:
     run_dir = _find_run(resume[-1])
     given = [arg for arg in args if override_key(arg) not in ("resume", "hydra.run.dir")]
     keys = {"resume", "hydra.run.dir", *map(override_key, given)}
-    original = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") if override_key(o) not in keys]
+    original = [o for o in runs.stored_overrides(run_dir) if override_key(o) not in keys]
     if not any(override_key(arg) == "trust_model_code" and arg.endswith("=true") for arg in args):
         for override in original:
             _check_stored_override(override, run_dir)
@@ -56,7 +57,7 @@ def _find_run(value: str) -> Path:
         run_dir = runs[-1].parent.parent.resolve()
     else:
         run_dir = Path(value).expanduser().resolve()
-    for needed in (".hydra/overrides.yaml", "checkpoints/last.ckpt"):
+    for needed in (runs.OVERRIDES, "checkpoints/last.ckpt"):
         if not (run_dir / needed).is_file():
             raise UserError(f"resume={value}: {run_dir / needed} not found (resume takes a cnncli train run folder)")
     Checkpoint(run_dir / "checkpoints" / "last.ckpt")  # a truncated file stops here, before Hydra writes

@@ -71,12 +71,22 @@ def record_failure(run_dir: Path, error: BaseException, history: list[dict] | No
     return summary
 
 
-def overrides(run_dir: Path) -> list[str]:
-    """The command-line overrides the run was started with, without hydra.* (where it wrote, not what it ran)."""
+def stored_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides the run was started with, all of them (resume replays them)."""
     path = Path(run_dir) / OVERRIDES
-    if not path.is_file():
-        return []
-    return [str(o) for o in yaml.safe_load(path.read_text()) or [] if not str(o).lstrip("+~").startswith("hydra")]
+    return [str(o) for o in yaml.safe_load(path.read_text()) or []] if path.is_file() else []
+
+
+def write_overrides(run_dir: Path, overrides: list[str]) -> None:
+    """.hydra/overrides.yaml for a run started without Hydra's own run (a cnncli tune trial)."""
+    path = Path(run_dir) / OVERRIDES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(overrides))
+
+
+def overrides(run_dir: Path) -> list[str]:
+    """The overrides without hydra.* (where the run wrote, not what it ran)."""
+    return [o for o in stored_overrides(run_dir) if not o.lstrip("+~").startswith("hydra")]
 
 
 def shared_overrides(runs: list[Path]) -> list[str]:

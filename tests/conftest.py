@@ -23,6 +23,39 @@ def cnncli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -
     )
 
 
+def cnncli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI run in this process, for the checks of validation and error messages (issue: in-process
+    where no user command is proven): the same exit code and output a subprocess gives, without its 4 s of
+    imports, which this test session pays once. A command that gets as far as training belongs in cnncli()."""
+    import contextlib
+    import io
+    import sys
+    import traceback
+    import warnings
+
+    from cnncli import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.getcwd(), sys.argv[:], sys.path[:]
+    code = 0
+    try:
+        os.chdir(cwd)
+        sys.argv = ["cnncli", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore does for cnncli()
+            try:
+                cli.main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except BaseException:  # noqa: BLE001 (what Python does with an uncaught error: traceback, exit 1)
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved[0])
+        sys.argv, sys.path[:] = saved[1], saved[2]
+    return subprocess.CompletedProcess(["cnncli", *args], code, out.getvalue(), err.getvalue())
+
+
 def train(run_dir: Path, *overrides: str, cwd: Path | None = None, flags: tuple[str, ...] = ()) -> dict:
     """A training run into run_dir that must succeed; returns its summary.json. Hydra's own flags
     (--config-dir DIR) go before the overrides."""

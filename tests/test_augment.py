@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import cnncli
+from conftest import cnncli, cnncli_here
 from omegaconf import OmegaConf
 
 from cnncli.augment import build_augmentation
@@ -86,6 +86,7 @@ def test_only_the_training_split_is_augmented():
     assert sum(different) >= 14  # one random draw per image, not one per batch
 
 
+@pytest.mark.slow
 def test_augmented_training_runs_and_data_show_draws_the_grid(tmp_path):
     result = cnncli("data", "show", "augmentation=basic", "count=12", f"out={tmp_path / 'grid.png'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -95,4 +96,4 @@ def test_augmented_training_runs_and_data_show_draws_the_grid(tmp_path):
 
     pixels = imread(tmp_path / "grid.png")
     assert pixels.std() > 0.1  # images, not a blank page
-    assert cnncli("data", "shw", cwd=tmp_path).returncode == 2
+    assert cnncli_here("data", "shw", cwd=tmp_path).returncode == 2

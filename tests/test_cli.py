@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import cnncli
+from conftest import cnncli, cnncli_here
 from omegaconf import OmegaConf
 
 
@@ -51,7 +51,7 @@ def test_info_describes_the_config_search_path(tmp_path):
 
 
 def test_unknown_group_option_gets_hydras_list_of_options(tmp_path):
-    result = cnncli("train", "model=lenet6", cwd=tmp_path)
+    result = cnncli_here("train", "model=lenet6", cwd=tmp_path)
     assert result.returncode != 0
     assert "Could not find 'model/lenet6'" in result.stderr
     assert "lenet5" in result.stderr and "mlp" in result.stderr
@@ -68,7 +68,7 @@ def test_unknown_group_option_gets_hydras_list_of_options(tmp_path):
     ],
 )
 def test_bad_value_is_one_line_naming_the_key_exit_2(tmp_path, override, key):
-    result = cnncli("train", override, cwd=tmp_path)
+    result = cnncli_here("train", override, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
@@ -77,13 +77,14 @@ def test_bad_value_is_one_line_naming_the_key_exit_2(tmp_path, override, key):
 
 
 def test_unknown_activation_names_the_allowed_values(tmp_path):
-    result = cnncli("train", "model=mlp", "model.activation=swish", cwd=tmp_path)
+    result = cnncli_here("train", "model=mlp", "model.activation=swish", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: model.activation: 'swish' is not one of: relu, tanh, sigmoid, gelu, silu, elu, leaky_relu"
     )
 
 
+@pytest.mark.slow
 def test_multirun_sweeps_every_combination_into_numbered_folders(tmp_path):
     sweep = tmp_path / "sweep"
     result = cnncli(

@@ -294,6 +294,7 @@ def test_bad_folders_are_one_line_errors_naming_the_path(tmp_path, problem, word
 
 
 # ---- the CLI ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_alexnet_on_a_chest_xray_folder_trains_and_evaluates_per_class(tmp_path):
     root = tmp_path / "chest_xray"
     make_split(root / "train", {"NORMAL": 12, "PNEUMONIA": 20}, mix=False, size=(90, 80))

@@ -282,6 +282,7 @@ def sweep(tmp_path: Path, *overrides: str) -> Path:
     return tmp_path / "sweep"
 
 
+@pytest.mark.slow
 def test_cli_trains_on_the_mnist_family_from_files_in_place(tmp_path):
     root = tmp_path / "files"
     write_mnist(root, "MNIST", gz=True), write_mnist(root, "FashionMNIST", gz=False), write_mnist(root, "KMNIST")
@@ -292,6 +293,7 @@ def test_cli_trains_on_the_mnist_family_from_files_in_place(tmp_path):
         check_run(runs / str(i), 10, 1, 28)
 
 
+@pytest.mark.slow
 def test_cli_trains_on_cifar_and_svhn_from_files_in_place(tmp_path):
     root = tmp_path / "files"
     write_cifar(root), write_cifar(root, hundred=True), write_svhn(root)
@@ -300,6 +302,7 @@ def test_cli_trains_on_cifar_and_svhn_from_files_in_place(tmp_path):
         check_run(runs / str(i), classes, 3, 32)
 
 
+@pytest.mark.slow
 def test_cli_trains_on_hdf5_and_fake(tmp_path):
     write_signs(tmp_path / "signs")
     train(tmp_path / "h5", "data=hdf5", f"data.root={tmp_path / 'signs'}", "model=lenet5", "trainer.max_epochs=1")

@@ -12,6 +12,8 @@ from conftest import train
 
 from cnncli.checkpoint import Checkpoint
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 DATA = ["data=fake", "data.channels=1", "data.train_size=640", "data.val_size=201", "data.test_size=199"]
 
 

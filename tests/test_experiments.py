@@ -16,6 +16,8 @@ from cnncli import config_dir
 from cnncli.config import validate_train_config
 from cnncli.models import build_model
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 EXPERIMENTS = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
 # what each lab is: model builder, data module, optimizer, scheduler (the header comment says why)
 LABS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cnncli
+from conftest import cnncli, cnncli_here
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "exported_program": ".pt2"}
 
@@ -84,6 +84,7 @@ def checkpoint_predictions(exported):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_export_is_verified_on_the_whole_test_split(exported, checkpoint_predictions, fmt):
     path = exported["files"][fmt]
@@ -171,6 +172,7 @@ def test_plain_runtimes_reproduce_the_checkpoints_predictions(exported, checkpoi
         assert consumer[fmt]["class_names"] == [str(i) for i in range(10)]
 
 
+@pytest.mark.slow
 def test_fixed_batch_and_out_folder(short_run, tmp_path):
     ckpt = _ckpt_copy(short_run, tmp_path)
     # 6 random inputs at batch 4: the last batch is padded; test_images=0 skips loading the data set
@@ -231,17 +233,17 @@ def test_failed_verification_keeps_the_file_marked_and_fails(short_run, tmp_path
 def test_errors_are_one_line(short_run, tmp_path):
     ckpt = _ckpt_copy(short_run, tmp_path)
     before = ckpt.read_bytes()
-    result = cnncli("export", f"ckpt_path={ckpt}", "format=tflite", cwd=tmp_path)
+    result = cnncli_here("export", f"ckpt_path={ckpt}", "format=tflite", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: format: 'tflite' is not one of: onnx, torchscript, exported_program"
 
-    result = cnncli("export", f"ckpt_path={ckpt}", f"out={ckpt.parent / 'last.ckpt'}", cwd=tmp_path)
+    result = cnncli_here("export", f"ckpt_path={ckpt}", f"out={ckpt.parent / 'last.ckpt'}", cwd=tmp_path)
     assert result.returncode == 1 and "would overwrite a checkpoint" in result.stderr
     assert ckpt.read_bytes() == before and not (tmp_path / "run" / "export").exists()
 
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(before[: len(before) // 3])
-    result = cnncli("export", f"ckpt_path={broken}", cwd=tmp_path)
+    result = cnncli_here("export", f"ckpt_path={broken}", cwd=tmp_path)
     assert result.returncode == 1 and f"cannot read checkpoint {broken}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -416,6 +418,7 @@ def zoo_sweep(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_zoo_model_exports_to_onnx_and_torchscript(name, zoo_sweep):
     if name not in zoo_sweep:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import cnncli, start, wait_for
+from conftest import cnncli, cnncli_here, start, wait_for
 
 NAN_MODEL = '''
 from torch import nn
@@ -37,6 +37,7 @@ steps: 13  # 5 batches an epoch: epochs 0 and 1 are fine, the 4th batch of epoch
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_leaves_a_whole_checkpoint_and_resume_finishes(tmp_path):
     run_dir = tmp_path / "run"
     process = start(run_dir, "trainer.max_epochs=30", "trainer.limit_train_batches=5", cwd=tmp_path)
@@ -96,6 +97,7 @@ def nan_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_naming_epoch_and_step(nan_run):
     run_dir, result = nan_run
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -128,7 +130,7 @@ def test_truncated_checkpoint_is_one_line_for_predict_and_export(short_run, tmp_
 
         Image.new("L", (8, 8)).save(tmp_path / "digit.png")
     extra = ["inputs=[digit.png]"] if command == "predict" else []
-    result = cnncli(command, f"ckpt_path={truncated}", *extra, cwd=tmp_path)
+    result = cnncli_here(command, f"ckpt_path={truncated}", *extra, cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot read checkpoint {truncated}: truncated or not a PyTorch checkpoint (")

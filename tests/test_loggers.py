@@ -6,6 +6,8 @@ import os
 import pytest
 from conftest import QUIET, cnncli
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory):

@@ -96,6 +96,7 @@ freeze: none
 """
 
 
+@pytest.mark.slow
 def test_adding_an_architecture_is_one_model_file_and_one_yaml(tmp_path):
     package = tmp_path / "site" / "cnncli"
     shutil.copytree(Path(cnncli.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))

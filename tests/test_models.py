@@ -297,6 +297,7 @@ def _cnncli(*args, cwd):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cnncli_trains_a_cifar_resnet(tmp_path):
     overrides = ["model=resnet20", "data=digits", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}"]
     result = _cnncli(*overrides, cwd=tmp_path)

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cnncli
+from conftest import cnncli, cnncli_here
 from PIL import Image
 
 from cnncli.plots import plot_curves
@@ -64,6 +64,7 @@ def test_train_draws_the_curves_of_its_summary_with_best_epoch_and_early_stop(sh
     assert np.array_equal(drawn, np.asarray(Image.open(tmp_path / "curves.png")))
 
 
+@pytest.mark.slow
 def test_eval_errors_draws_the_worst_classified_test_images(short_run, tmp_path):
     result = cnncli(
         "eval", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", "errors=16", f"out={tmp_path}", cwd=tmp_path
@@ -116,7 +117,7 @@ def test_compare_with_a_real_run_and_a_folder_that_is_not_one(sweep, short_run, 
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("not a run")
-    result = cnncli("compare", str(sweep), str(notes), cwd=tmp_path)
+    result = cnncli_here("compare", str(sweep), str(notes), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: {notes} is not a run folder of cnncli train (no summary.json), nor a sweep of them"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import cnncli
+from conftest import cnncli, cnncli_here
 
 from cnncli.checkpoint import network_weights as model_state_dict
 
@@ -36,6 +36,7 @@ def knobs_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_accumulated_bf16_run_steps_once_per_two_batches_and_learns(knobs_run):
     run_dir, _ = knobs_run
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
@@ -61,7 +62,7 @@ def test_network_was_compiled_and_its_checkpoint_is_a_plain_one(knobs_run):
 
 
 def test_bad_precision_lists_the_allowed_values(tmp_path):
-    result = cnncli("train", "trainer.precision=fp8", cwd=tmp_path)
+    result = cnncli_here("train", "trainer.precision=fp8", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (
         "error: trainer.precision: 'fp8' is not one of: 32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true"
@@ -70,7 +71,7 @@ def test_bad_precision_lists_the_allowed_values(tmp_path):
 
 
 def test_float16_mixed_precision_needs_a_gpu(tmp_path):
-    result = cnncli("train", "trainer=cpu", "trainer.precision=16-mixed", cwd=tmp_path)
+    result = cnncli_here("train", "trainer=cpu", "trainer.precision=16-mixed", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: trainer.precision: 16-mixed needs a GPU; on CPU use bf16-mixed or 32-true"
     assert not list(tmp_path.glob("outputs/train/*/config.yaml"))

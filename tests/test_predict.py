@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import cnncli
+from conftest import cnncli, cnncli_here
 from PIL import Image
 
 from cnncli.data.digits import DigitsDataModule
@@ -23,6 +23,7 @@ def test_pngs(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_predict_on_the_test_pngs_reproduces_eval_accuracy(short_run, test_pngs, tmp_path):
     ckpt = short_run / "checkpoints" / "best.ckpt"
     evaluation = cnncli("eval", f"ckpt_path={ckpt}", f"out={tmp_path}", cwd=tmp_path)
@@ -65,7 +66,7 @@ def test_unreadable_files_are_listed_the_others_predicted_exit_1(short_run, test
 
 
 def test_missing_input_is_one_line(short_run, tmp_path):
-    result = cnncli(
+    result = cnncli_here(
         "predict",
         f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
         f"inputs=[{tmp_path / 'nope.png'}]",
@@ -74,6 +75,7 @@ def test_missing_input_is_one_line(short_run, tmp_path):
     assert result.returncode == 1 and result.stderr.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
 
 
+@pytest.mark.slow
 def test_predict_from_an_exported_onnx_file_matches_the_checkpoint(short_run, test_pngs, tmp_path):
     ckpt = short_run / "checkpoints" / "best.ckpt"
     exported = cnncli("export", f"ckpt_path={ckpt}", "format=onnx", f"out={tmp_path}/", cwd=tmp_path)

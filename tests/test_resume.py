@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import QUIET, cnncli, start, train, wait_for
+from conftest import QUIET, cnncli, cnncli_here, start, train, wait_for
+
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
 
 # limit_train_batches keeps epochs short; it also makes the shuffle matter (a different draw, other batches).
 # mode=max makes the "best" checkpoint the worst epoch, 0: the resumed run must keep it (the checkpoint
@@ -123,14 +125,14 @@ def test_truncated_last_checkpoint_is_refused_and_nothing_is_touched(interrupted
     last = copy / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:100_000])
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-    result = cnncli("train", f"resume={copy}", cwd=tmp_path)
+    result = cnncli_here("train", f"resume={copy}", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot read checkpoint {last}: truncated")
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
 
 
 def test_resume_of_a_folder_that_is_no_run(tmp_path):
-    result = cnncli("train", f"resume={tmp_path}", cwd=tmp_path)
+    result = cnncli_here("train", f"resume={tmp_path}", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (
         f"error: resume={tmp_path}: {tmp_path}/.hydra/overrides.yaml not found (resume takes a cnncli train run folder)"

@@ -3,7 +3,7 @@ batches, fused optimizers. Each must give exactly what the per-step version gave
 
 import pytest
 import torch
-from conftest import cnncli
+from conftest import cnncli_here
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import OmegaConf
 
@@ -63,7 +63,7 @@ def test_progress_bar_refuses_a_bad_interval(value):
 
 
 def test_bad_progress_bar_interval_is_one_line_from_the_cli(tmp_path):
-    result = cnncli("train", "callbacks.progress_bar.every_n_batches=0", cwd=tmp_path)
+    result = cnncli_here("train", "callbacks.progress_bar.every_n_batches=0", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "callbacks.progress_bar.every_n_batches: must be an integer >= 1, got 0" in result.stderr
 
@@ -82,6 +82,6 @@ def test_optimizers_are_fused_by_default_and_match_torch_default_steps(name):
 
 
 def test_fused_with_foreach_is_a_one_line_config_error(tmp_path):
-    result = cnncli("train", "+optimizer.foreach=true", "trainer.max_epochs=1", cwd=tmp_path)
+    result = cnncli_here("train", "+optimizer.foreach=true", "trainer.max_epochs=1", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: optimizer: adam: `fused` and `foreach` cannot be `True` together" in result.stderr

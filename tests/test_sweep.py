@@ -8,6 +8,8 @@ import pytest
 import yaml
 from conftest import QUIET, cnncli
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 FAST = [*QUIET, "trainer.max_epochs=2", "trainer.limit_train_batches=10"]
 
 

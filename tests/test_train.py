@@ -6,6 +6,8 @@ import json
 import pytest
 from conftest import cnncli, train
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 
 def read_metrics(run_dir):
     """metrics.csv as {epoch: {metric: value}}: Lightning writes train and val rows separately, and the

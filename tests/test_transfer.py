@@ -19,6 +19,8 @@ from cnncli.errors import ConfigError, UserError
 from cnncli.models import build_model, model_parts
 from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 LOW_DIGITS = ["data.classes=[0,1,2,3,4]", "data.num_classes=5"]
 HIGH_DIGITS = ["data.classes=[5,6,7,8,9]", "data.num_classes=5"]
 LENET_CONVS = ("model.0.weight", "model.0.bias", "model.3.weight", "model.3.bias")  # C1, C3: the features

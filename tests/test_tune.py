@@ -12,6 +12,8 @@ import pytest
 import yaml
 from conftest import QUIET, cnncli
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 # Two learning rates: 1e-6 learns nothing in 2 epochs, 3e-3 learns. The seed is fixed, so every 1e-6 trial
 # scores the same as the first: once a 3e-3 trial has finished, the median rule prunes each 1e-6 trial.
 SPACE = "params:\n  optimizer.lr: {type: categorical, choices: [1.0e-6, 3.0e-3]}\n"

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import QUIET, cnncli
 
 MODEL = """
@@ -15,6 +16,7 @@ def tiny_cnn(in_channels, num_classes, image_size, width=8):
 """
 
 
+@pytest.mark.slow
 def test_own_config_dir_adds_a_model_and_a_data_variant(tmp_path):
     conf = tmp_path / "myconf"
     (conf / "model").mkdir(parents=True)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET, cnncli
+from conftest import QUIET, cnncli, cnncli_here
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -89,6 +89,7 @@ def sweep(tmp_path_factory):
     return {"resnet20": folder / "0" / "checkpoints" / "best.ckpt", "mlp": folder / "1" / "checkpoints" / "best.ckpt"}
 
 
+@pytest.mark.slow
 def test_every_written_file_is_printed(lenet_viz):
     out, stdout = lenet_viz
     printed = {line for line in stdout.splitlines() if line.startswith(str(out))}
@@ -136,6 +137,7 @@ def test_occlusion_hurts_most_on_the_digits_strokes(lenet_viz, three):
     assert probability.min() < 0.9 and probability.max() <= 1
 
 
+@pytest.mark.slow
 def test_cam_of_resnet20_is_cam_and_an_rgb_image_is_converted(sweep, three, tmp_path):
     result = cnncli(
         "viz",
@@ -171,7 +173,7 @@ def test_cam_is_told_from_grad_cam_by_the_gradient(build, size, cam):
 
 
 def test_a_network_without_conv_layers_is_explained(sweep, three, tmp_path):
-    result = cnncli(
+    result = cnncli_here(
         "viz", "featuremaps", f"ckpt_path={sweep['mlp']}", f"image={three}", f"out={tmp_path}", cwd=tmp_path
     )
     assert result.returncode == 1

@@ -15,6 +15,8 @@ from cnncli.errors import ConfigError
 from cnncli.models import build_model
 from cnncli.tasks.classification import ImageClassifier
 
+pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 

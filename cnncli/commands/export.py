@@ -33,7 +33,7 @@ from rich.table import Table
 from torch import nn
 
 from cnncli import __version__, config_dir
-from cnncli.checkpoint import Checkpoint
+from cnncli.checkpoint import Checkpoint, load_file
 from cnncli.config import check_number
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 from cnncli.runs import run_folder
@@ -279,7 +279,7 @@ def run_fresh_process(
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()] or ["(no message)"]
             raise RuntimeError(f"a fresh Python process could not run it: {lines[-1]}")
-        reply = torch.load(scratch / "outputs.pt", weights_only=True)
+        reply = load_file(scratch / "outputs.pt", "the fresh process's reply")
     if reply["imported_cnncli"]:
         raise RuntimeError("the fresh process imported cnncli: the file is not self-contained")
     return reply["logits"], json.loads(reply["metadata"] or "null")

@@ -30,7 +30,7 @@ from cnncli.commands.train import train
 from cnncli.config import call_target
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 from cnncli.leaderboard import write_leaderboard
-from cnncli.runs import record_failure, write_summary
+from cnncli.runs import record_failure, write_overrides, write_summary
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
 
@@ -141,8 +141,7 @@ def tune(cfg: DictConfig) -> optuna.Study:
             *train_overrides,
             *(f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}" for name, value in params.items()),
         ]
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # the overrides, as a Hydra run has them
-        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        write_overrides(run_dir, overrides)  # as a Hydra run has them
         trial.set_user_attr("overrides", overrides)
         pruning = PruningCallback(trial, settings.monitor)
         try:
