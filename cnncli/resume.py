@@ -51,10 +51,10 @@ def _check_stored_override(override: str, run_dir: Path) -> None:
 
 def _find_run(value: str) -> Path:
     if value == "last":
-        runs = sorted(Path("outputs/train").glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not runs:
+        lasts = sorted(Path("outputs/train").glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not lasts:
             raise UserError("resume=last: no run with checkpoints/last.ckpt under outputs/train/ in this folder")
-        run_dir = runs[-1].parent.parent.resolve()
+        run_dir = lasts[-1].parent.parent.resolve()
     else:
         run_dir = Path(value).expanduser().resolve()
     for needed in (runs.OVERRIDES, "checkpoints/last.ckpt"):
