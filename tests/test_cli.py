@@ -41,7 +41,7 @@ def test_cfg_job_prints_composed_config_with_data_interpolated_into_model(tmp_pa
     cfg = OmegaConf.create(result.stdout)
     assert cfg.model._target_ == "cnncli.models.mlp.mlp"
     assert (cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes) == (1, 16, 10)
-    assert cfg.optimizer.name == "adam" and cfg.scheduler.name == "none"
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer._partial_ and not cfg.scheduler
     assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
 
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from cnncli import config_dir
 from cnncli.config import call_target, validate_train_config
 from cnncli.errors import ConfigError
-from cnncli.optim import build_optimizer, build_scheduler
+from cnncli.optim import optimization
 
 GROUPS = ("model", "data", "optimizer", "scheduler", "augmentation", "trainer", "callbacks", "logger")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((config_dir() / g).glob("*.yaml"))]
@@ -46,6 +46,7 @@ def test_defaults_are_the_documented_ones():
 def test_every_group_option_composes_and_validates(group, option):
     cfg = compose_train(f"{group}={option}", resolve=True)
     validate_train_config(cfg)
+    optimization(cfg)
     assert cfg.model.in_channels == cfg.data.channels
     assert cfg.model.num_classes == cfg.data.num_classes
     for entry in [*cfg.callbacks.values(), *cfg.logger.values()]:
@@ -68,17 +69,48 @@ def test_every_model_option_is_listed_in_the_config_folder():
         ("trainer.max_epochs=-1", "trainer.max_epochs"),
         ("label_smoothing=1.0", "label_smoothing"),
         ("seed=abc", "seed"),
-        ("optimizer.name=lbfgs", "optimizer.name"),
-        ("scheduler=step scheduler.name=linear", "scheduler.name"),
-        ("optimizer=adam +optimizer.momentum_typo=0.9", "optimizer"),
-        ("scheduler=step +scheduler.warmup=3", "scheduler"),
+        ("optimizer._target_=torch.optim.LBFGSX", "optimizer._target_"),
+        ("scheduler=step scheduler._target_=torch.optim.lr_scheduler.Linear", "scheduler._target_"),
+        ("optimizer._partial_=false", "optimizer._partial_"),
+        ("optimizer=adam +optimizer.momentum_typo=0.9", "optimizer.momentum_typo"),
+        ("scheduler=step +scheduler.warmup=3", "scheduler.warmup"),
+        ("scheduler=step +scheduler.interval=batch", "scheduler.interval"),
+        ("optimizer.backbone_lr_mult=-1", "optimizer.backbone_lr_mult"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(override, key):
     cfg = compose_train(*override.split(), resolve=True)
     with pytest.raises(ConfigError) as error:
         validate_train_config(cfg)
+        optimization(cfg)
     assert error.value.key == key
+
+
+def test_an_option_the_class_does_not_take_is_named_with_the_ones_it_takes():
+    with pytest.raises(ConfigError) as error:
+        optimization(compose_train("optimizer=sgd", "+optimizer.betas=[0.9,0.99]", resolve=True))
+    assert str(error.value).startswith("optimizer.betas: SGD takes no option 'betas'; it takes: lr, momentum, ")
+    assert str(error.value).endswith(", l1, backbone_lr_mult")
+
+
+def test_optimizer_and_schedule_are_torch_factories_built_once_with_the_given_options():
+    opt = optimization(compose_train("optimizer=sgd", "optimizer.lr=0.05", "scheduler=step", resolve=True))
+    assert opt.optimizer.func is torch.optim.SGD and opt.optimizer.keywords["lr"] == 0.05
+    assert opt.scheduler.func is torch.optim.lr_scheduler.StepLR and opt.scheduler.keywords["step_size"] == 10
+    configured = opt.configure([("w", torch.zeros(1, requires_grad=True))], head=[], total_steps=5)
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]
+    assert type(optimizer) is torch.optim.SGD and optimizer.defaults["momentum"] == 0.9
+    assert schedule["scheduler"].optimizer is optimizer and schedule["interval"] == "epoch"
+    # docs/training.md: any keyword of the class, any other torch class
+    sgd = optimization(compose_train("optimizer=sgd", "+optimizer.dampening=0.1", resolve=True))
+    assert sgd.optimizer.keywords["dampening"] == 0.1
+    nadam = optimization(compose_train("optimizer._target_=torch.optim.NAdam", "~optimizer.fused", resolve=True))
+    params = [("w", torch.zeros(1, requires_grad=True))]
+    assert type(nadam.configure(params, head=[], total_steps=5)) is torch.optim.NAdam
+    # a value torch refuses is one line naming the group, when the module builds it
+    bad = optimization(compose_train("optimizer.betas=[1.5,0.9]", resolve=True))
+    with pytest.raises(ConfigError, match=r"^optimizer: Adam: Invalid beta parameter at index 0: 1.5$"):
+        bad.configure([("w", torch.zeros(1, requires_grad=True))], head=[], total_steps=5)
 
 
 def test_lr_schedules_follow_their_definitions():
@@ -86,8 +118,10 @@ def test_lr_schedules_follow_their_definitions():
 
     def rates(scheduler_override: str, epochs: int = 4, steps_per_epoch: int = 1):
         cfg = compose_train(f"scheduler={scheduler_override.split()[0]}", *scheduler_override.split()[1:])
-        optimizer = build_optimizer([torch.zeros(1, requires_grad=True)], cfg.optimizer)
-        config = build_scheduler(optimizer, cfg.scheduler, total_steps=epochs * steps_per_epoch)
+        configured = optimization(cfg).configure(
+            [("w", torch.zeros(1, requires_grad=True))], head=[], total_steps=epochs * steps_per_epoch
+        )
+        optimizer, config = configured["optimizer"], configured["lr_scheduler"]
         seen = []
         for _ in range(epochs * steps_per_epoch):
             seen.append(optimizer.param_groups[0]["lr"])

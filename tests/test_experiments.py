@@ -15,20 +15,21 @@ from omegaconf import OmegaConf
 from cnncli import config_dir
 from cnncli.config import validate_train_config
 from cnncli.models import build_model
+from cnncli.optim import optimization
 
 pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
 
 EXPERIMENTS = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
-# what each lab is: model builder, data module, optimizer, scheduler (the header comment says why)
+# what each lab is: model builder, data module, torch's optimizer and schedule (the header comment says why)
 LABS = {
-    "digits_quick": ("lenet.lenet5", "digits.DigitsDataModule", "adam", "none"),
-    "lenet5_mnist": ("lenet.lenet5", "mnist.MNISTData", "adam", "none"),
-    "mlp_fashion_mnist": ("mlp.mlp", "mnist.FashionMNISTData", "adam", "none"),
-    "alexnet_chestxray": ("alexnet.alexnet", "folder.ImageFolderData", "adam", "plateau"),
-    "simple_cnn_signs": ("simple_cnn.simple_cnn", "hdf5.HDF5Data", "sgd", "none"),
-    "vgg16_finetune": ("vgg.vgg16", "folder.ImageFolderData", "sgd", "none"),
-    "nin_cifar10": ("nin.nin", "cifar.CIFAR10Data", "sgd", "multistep"),
-    "resnet20_cifar10": ("resnet.resnet20", "cifar.CIFAR10Data", "sgd", "multistep"),
+    "digits_quick": ("lenet.lenet5", "digits.DigitsDataModule", "Adam", None),
+    "lenet5_mnist": ("lenet.lenet5", "mnist.MNISTData", "Adam", None),
+    "mlp_fashion_mnist": ("mlp.mlp", "mnist.FashionMNISTData", "Adam", None),
+    "alexnet_chestxray": ("alexnet.alexnet", "folder.ImageFolderData", "Adam", "ReduceLROnPlateau"),
+    "simple_cnn_signs": ("simple_cnn.simple_cnn", "hdf5.HDF5Data", "SGD", None),
+    "vgg16_finetune": ("vgg.vgg16", "folder.ImageFolderData", "SGD", None),
+    "nin_cifar10": ("nin.nin", "cifar.CIFAR10Data", "SGD", "MultiStepLR"),
+    "resnet20_cifar10": ("resnet.resnet20", "cifar.CIFAR10Data", "SGD", "MultiStepLR"),
 }
 # Every request goes to a closed local port: a download attempt would fail at once.
 OFFLINE = {key: "http://127.0.0.1:9" for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
@@ -53,8 +54,10 @@ def test_experiment_composes_into_a_valid_run_and_states_its_result(name):
     cfg = composed(f"experiment={name}")
     model, data, optimizer, scheduler = LABS[name]
     assert (cfg.model._target_, cfg.data._target_) == (f"cnncli.models.{model}", f"cnncli.data.{data}")
-    assert (cfg.optimizer.name, cfg.scheduler.name) == (optimizer, scheduler)
+    assert cfg.optimizer._target_ == f"torch.optim.{optimizer}"
+    assert cfg.scheduler.get("_target_") == (scheduler and f"torch.optim.lr_scheduler.{scheduler}")
     validate_train_config(cfg)
+    optimization(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg.pop("pretrained", None)  # no download here: the builder alone, on the meta device
     with torch.device("meta"):

@@ -7,6 +7,7 @@ forward at a small input it accepts.
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from torch import nn
 import cnncli
 from cnncli.errors import ConfigError
 from cnncli.models import alexnet, build_model, convnext, googlenet, lenet, mlp, nin, resnet, simple_cnn, vgg
+from cnncli.optim import Optimization
 from cnncli.tasks.classification import ImageClassifier
 
 MODEL_CONFIGS = sorted(path.stem for path in (Path(cnncli.config_dir()) / "model").glob("*.yaml"))
@@ -231,7 +233,7 @@ def test_googlenet_aux_heads_train_through_the_classifier(variant):
     """In training the aux heads come back as (logits, aux1, aux2) and add 0.3 x their losses; eval: logits."""
     torch.manual_seed(0)
     model = googlenet.googlenet(1, 10, 32, variant=variant, aux_logits=True)
-    classifier = ImageClassifier(model, num_classes=10, optimizer={"name": "adam"}, scheduler={})
+    classifier = ImageClassifier(model, num_classes=10, optimization=Optimization(partial(torch.optim.Adam, lr=1e-3)))
     images, labels = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 3])
     outputs = model.train()(images)
     assert isinstance(outputs, tuple) and [o.shape for o in outputs] == [(4, 10)] * 3

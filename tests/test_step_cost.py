@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from cnncli import config_dir
 from cnncli.errors import ConfigError
-from cnncli.optim import build_optimizer
+from cnncli.optim import optimization
 from cnncli.progress import ProgressBar
 from cnncli.tasks.classification import EpochTotals
 
@@ -72,7 +72,12 @@ def test_bad_progress_bar_interval_is_one_line_from_the_cli(tmp_path):
 def test_optimizers_are_fused_by_default_and_match_torch_default_steps(name):
     cfg = OmegaConf.load(config_dir() / "optimizer" / f"{name}.yaml")
     weights = {fused: torch.nn.Parameter(torch.linspace(-1, 1, 50)) for fused in (True, False)}
-    optimizers = {fused: build_optimizer([w], OmegaConf.merge(cfg, {"fused": fused})) for fused, w in weights.items()}
+    optimizers = {
+        fused: optimization(OmegaConf.create({"optimizer": OmegaConf.merge(cfg, {"fused": fused})})).configure(
+            [("w", w)], head=[], total_steps=5
+        )
+        for fused, w in weights.items()
+    }
     assert optimizers[True].defaults["fused"] is True and not optimizers[False].defaults["fused"]
     for step in range(5):
         for fused, w in weights.items():
@@ -84,4 +89,4 @@ def test_optimizers_are_fused_by_default_and_match_torch_default_steps(name):
 def test_fused_with_foreach_is_a_one_line_config_error(tmp_path):
     result = cnncli_here("train", "+optimizer.foreach=true", "trainer.max_epochs=1", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "error: optimizer: adam: `fused` and `foreach` cannot be `True` together" in result.stderr
+    assert "error: optimizer: Adam: `fused` and `foreach` cannot be `True` together" in result.stderr

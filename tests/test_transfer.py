@@ -17,7 +17,7 @@ import cnncli
 from cnncli.data.digits import DigitsDataModule
 from cnncli.errors import ConfigError, UserError
 from cnncli.models import build_model, model_parts
-from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
+from cnncli.optim import optimization
 
 pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
 
@@ -232,16 +232,15 @@ def test_backbone_lr_mult_makes_a_slower_group_and_leaves_frozen_layers_out(comp
     cfg = compose_train("model=resnet20", "optimizer=sgd", "optimizer.backbone_lr_mult=0.1", "scheduler=onecycle")
     model = build_model(cfg.model)
     model.conv1.weight.requires_grad_(False)
-    optimizer = build_optimizer(
-        parameter_groups(model.named_parameters(), model_parts(cfg.model, model).head, cfg.optimizer), cfg.optimizer
-    )
+    configured = optimization(cfg).configure(model.named_parameters(), model_parts(cfg.model, model).head, 10)
+    optimizer = configured["optimizer"]
     head, rest = optimizer.param_groups
     assert [p.shape for p in head["params"]] == [(10, 64), (10,)] and head["lr"] == 0.01
     assert rest["lr"] == pytest.approx(0.001) and len(rest["params"]) == len(list(model.parameters())) - 3
-    build_scheduler(optimizer, cfg.scheduler, total_steps=10)  # one-cycle peaks at each group's own rate
+    # one-cycle peaks at each group's own rate
     assert [group["max_lr"] for group in optimizer.param_groups] == pytest.approx([0.01, 0.001])
     with pytest.raises(ConfigError, match="optimizer.backbone_lr_mult: must be a number > 0"):
-        build_optimizer([torch.zeros(1, requires_grad=True)], compose_train("optimizer.backbone_lr_mult=0").optimizer)
+        optimization(compose_train("optimizer.backbone_lr_mult=0"))
 
 
 def test_data_classes_selects_and_relabels_digits():

@@ -13,6 +13,7 @@ from cnncli import config_dir
 from cnncli.config import call_target
 from cnncli.errors import ConfigError
 from cnncli.models import build_model
+from cnncli.optim import optimization
 from cnncli.tasks.classification import ImageClassifier
 
 pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
@@ -33,7 +34,7 @@ def test_one_training_step_on_digits(name, tmp_path):
     data = call_target("data", cfg.data)
     data.setup("fit")
     before = [p.detach().clone() for p in model.parameters()]
-    classifier = ImageClassifier(model, num_classes=10, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
+    classifier = ImageClassifier(model, num_classes=10, optimization=optimization(cfg))
     trainer = L.Trainer(
         fast_dev_run=True,
         accelerator="cpu",

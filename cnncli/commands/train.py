@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cnncli import checkpoint, config_dir, runs
+from cnncli import checkpoint, config_dir, optim, runs
 from cnncli.augment import build_augmentation
 from cnncli.config import call_target, validate_train_config
 from cnncli.errors import reports_user_errors
@@ -36,6 +36,7 @@ from cnncli.trainer import (
 def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     """One run into the Hydra output folder; `callbacks` join the configured ones (cnncli tune's pruning)."""
     validate_train_config(cfg)
+    optimization = optim.optimization(cfg)  # factories, checked now; the module builds them once
     check_speed_options(cfg)
     if cfg.data.get("root"):  # stored absolute, so the checkpoint can be evaluated from any folder
         cfg.data.root = str(Path(cfg.data.root).resolve())
@@ -51,7 +52,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
     metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization)
     head = model_parts(run_config["model"], model).head
-    module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head)
+    module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
     trainer = build_trainer(cfg, run_dir, callbacks)
     if resume and is_rank_zero:
         keep_metrics_csv(trainer, resume)

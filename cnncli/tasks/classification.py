@@ -16,7 +16,7 @@ from torch import nn
 
 from cnncli import checkpoint as ckpt
 from cnncli.errors import UserError
-from cnncli.optim import build_optimizer, build_scheduler, parameter_groups
+from cnncli.optim import Optimization
 from cnncli.plots import plot_curves
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
@@ -81,8 +81,7 @@ class ImageClassifier(L.LightningModule):
         self,
         model: nn.Module,
         num_classes: int,
-        optimizer: DictConfig,
-        scheduler: DictConfig,
+        optimization: Optimization,
         label_smoothing: float = 0.0,
         class_weights: torch.Tensor | None = None,
         metadata: dict | None = None,
@@ -91,8 +90,8 @@ class ImageClassifier(L.LightningModule):
     ):
         super().__init__()
         self.model = model
-        self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
-        self.label_smoothing, self.l1 = label_smoothing, optimizer.get("l1", 0.0)
+        self.optimization = optimization  # the optimizer and schedule factories (conf/optimizer, conf/scheduler)
+        self.label_smoothing, self.l1 = label_smoothing, optimization.l1
         self.register_buffer("class_weights", class_weights)
         self.metadata = metadata or {}  # run config, class names, normalization: stored in every checkpoint
         self.head = list(head)  # the model's head layers (its card): optimizer.backbone_lr_mult
@@ -178,20 +177,18 @@ class ImageClassifier(L.LightningModule):
         self.history = ckpt.restore(checkpoint)
 
     def configure_optimizers(self):
-        # frozen layers (model.freeze) left out; the head first, so param_groups[0]["lr"] is optimizer.lr
-        params = parameter_groups(self.model.named_parameters(), self.head, self.optimizer_cfg)
-        optimizer = build_optimizer(params, self.optimizer_cfg)
-        scheduler = build_scheduler(optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        return self.optimization.configure(self.model.named_parameters(), self.head, steps)
 
 
-def build_module(cfg: DictConfig, model: nn.Module, datamodule, metadata: dict, head: list[str]) -> "ImageClassifier":
+def build_module(
+    cfg: DictConfig, model: nn.Module, datamodule, metadata: dict, head: list[str], optimization: Optimization
+) -> "ImageClassifier":
     """The LightningModule of a run config: its loss options, optimizer and schedule, class weights."""
     return ImageClassifier(
         model,
         num_classes=cfg.data.num_classes,
-        optimizer=cfg.optimizer,
-        scheduler=cfg.scheduler,
+        optimization=optimization,
         label_smoothing=cfg.label_smoothing,
         class_weights=datamodule.class_weights,
         metadata=metadata,
