@@ -4,6 +4,7 @@ and digit subsets (data.classes) to transfer between."""
 
 import json
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -232,11 +233,12 @@ def test_backbone_lr_mult_makes_a_slower_group_and_leaves_frozen_layers_out(comp
     cfg = compose_train("model=resnet20", "optimizer=sgd", "optimizer.backbone_lr_mult=0.1", "scheduler=onecycle")
     model = build_model(cfg.model)
     model.conv1.weight.requires_grad_(False)
-    configured = optimization(cfg).configure(model.named_parameters(), model_parts(cfg.model, model).head, 10)
-    optimizer = configured["optimizer"]
-    head, rest = optimizer.param_groups
+    planned, head_layers = optimization(cfg), model_parts(cfg.model, model).head
+    # the groups' own rates, before a schedule moves them
+    head, rest = replace(planned, scheduler=None).configure(model.named_parameters(), head_layers, 10).param_groups
     assert [p.shape for p in head["params"]] == [(10, 64), (10,)] and head["lr"] == 0.01
     assert rest["lr"] == pytest.approx(0.001) and len(rest["params"]) == len(list(model.parameters())) - 3
+    optimizer = planned.configure(model.named_parameters(), head_layers, 10)["optimizer"]
     # one-cycle peaks at each group's own rate
     assert [group["max_lr"] for group in optimizer.param_groups] == pytest.approx([0.01, 0.001])
     with pytest.raises(ConfigError, match="optimizer.backbone_lr_mult: must be a number > 0"):
