@@ -1,7 +1,9 @@
 """The `cnncli` command: `cnncli <subcommand> [hydra overrides...]`.
 
 Each subcommand is one module under cnncli/commands/ with a Hydra `main`; only that module is imported,
-so `cnncli --help` starts instantly and a subcommand loads only what it needs.
+so `cnncli --help` starts instantly and a subcommand loads only what it needs. The command line Hydra
+parses is written here, once: the program (a module's PROGRAM, else `cnncli <subcommand>`) and the
+overrides, which a module's `command_line(args)` may rewrite first (train: resume=; viz: the mode word).
 """
 
 import importlib
@@ -9,6 +11,7 @@ import os
 import sys
 
 from cnncli import __version__
+from cnncli.errors import reports_user_errors
 
 SUBCOMMANDS = {
     "train": "train a classifier (cnncli train model=lenet5 data=digits optimizer.lr=0.01)",
@@ -47,14 +50,16 @@ def main() -> None:
     if args[0] in ("-V", "--version"):
         print(f"cnncli {__version__}")
         return
-    name = args[0]
+    run(args[0], args[1:])
+
+
+def run(name: str, args: list[str]) -> None:
     if name not in SUBCOMMANDS:
         print(f"error: unknown subcommand {name!r}; choose from: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         sys.exit(2)
     # A model or data module of the user's own (`_target_: mynets.Net`) may live in the working directory;
     # appended, not prepended, so a local file can never shadow an installed package.
     sys.path.append(os.getcwd())
-    sys.argv = [f"cnncli {name}", *args[1:]]
     try:
         command = importlib.import_module(f"cnncli.commands.{name}")
     except ModuleNotFoundError as e:
@@ -63,4 +68,7 @@ def main() -> None:
             raise
         print(f'error: cnncli {name} needs {package}: pip install "cnncli[{EXTRAS[package]}]"', file=sys.stderr)
         sys.exit(1)
+    command_line = getattr(command, "command_line", None)
+    overrides = reports_user_errors(command_line)(args) if command_line else args
+    sys.argv = [getattr(command, "PROGRAM", f"cnncli {name}"), *overrides]
     command.main()

@@ -4,7 +4,6 @@
 import importlib.util
 import logging
 import signal
-import sys
 import warnings
 from pathlib import Path
 
@@ -95,16 +94,6 @@ def prepare_model(cfg: DictConfig, model: nn.Module) -> nn.Module:
     if cfg.compile:
         model.compile(**({} if cfg.compile is True else {"backend": cfg.compile}))
     return model
-
-
-def relaunchable_argv() -> None:
-    """Lightning's DDP launcher starts ranks 1.. by running this process's command line again, as
-    `python sys.argv[0] sys.argv[1:]` (or `python -m <module> ...`); cnncli's dispatcher made it
-    `cnncli train` plus the overrides: put back the script and the subcommand."""
-    import __main__
-
-    if sys.argv[1:2] != ["train"]:
-        sys.argv = [getattr(__main__, "__file__", None) or sys.argv[0], "train", *sys.argv[1:]]
 
 
 class Interrupted(UserError):

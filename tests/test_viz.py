@@ -2,7 +2,6 @@
 digits, CAM of a ResNet-20, and the one-line errors."""
 
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -13,9 +12,9 @@ from PIL import Image
 
 from cnncli import config_dir
 from cnncli.commands.viz import (
+    command_line,
     default_cam_layer,
     feature_map_layers,
-    main,
     reaches_classifier_by_global_average,
     visualize,
 )
@@ -204,9 +203,8 @@ def test_an_unknown_layer_lists_the_layers(short_run, three, tmp_path):
 
 
 def test_unknown_mode_is_refused(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["cnncli viz", "saliency", "ckpt_path=x.ckpt"])
     with pytest.raises(SystemExit) as exit:
-        main()
+        command_line(["saliency", "ckpt_path=x.ckpt"])
     assert exit.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "error: unknown viz mode 'saliency'; choose from: featuremaps, filters, cam, occlusion"

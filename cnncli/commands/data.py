@@ -54,14 +54,17 @@ def show(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="data_show")
 @reports_user_errors
-def _show(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> None:
     show(cfg)
 
 
-def main() -> None:
-    action = sys.argv[1] if len(sys.argv) > 1 else None
+PROGRAM = "cnncli data show"
+
+
+def command_line(args: list[str]) -> list[str]:
+    """`cnncli data show overrides...`: the action word is not an override."""
+    action = args[0] if args else None
     if action not in ACTIONS:
         print(f"usage: cnncli data show [overrides...]\n  show  {ACTIONS['show']}", file=sys.stderr)
         sys.exit(0 if action in ("-h", "--help") else 2)
-    sys.argv = [f"{sys.argv[0]} {action}", *sys.argv[2:]]
-    _show()
+    return args[1:]

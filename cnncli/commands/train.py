@@ -29,7 +29,6 @@ from cnncli.trainer import (
     check_speed_options,
     interrupted,
     prepare_model,
-    relaunchable_argv,
 )
 
 
@@ -56,8 +55,6 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     trainer = build_trainer(cfg, run_dir, callbacks)
     if resume and is_rank_zero:
         keep_metrics_csv(trainer, resume)
-    if trainer.world_size > 1:
-        relaunchable_argv()
 
     params = sum(p.numel() for p in model.parameters())
     for logger in trainer.loggers:  # the trackers get what was run and how big it is
@@ -96,7 +93,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 @reports_user_errors
-def run(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> None:
     """The Hydra task: one run (called once per job in a multirun). In a multirun a run that fails is
     recorded (summary.json: failed, the error's last line) and the sweep goes on; the leaderboard at its
     end lists it and the command exits 1 (cnncli.leaderboard.SweepLeaderboard)."""
@@ -112,12 +109,19 @@ def run(cfg: DictConfig) -> None:
         print(f"error: run {HydraConfig.get().job.num} failed: {failure['error']}", file=sys.stderr)
 
 
-@reports_user_errors
-def main() -> None:
-    """`cnncli train`. Hydra fixes the run folder before the task runs, so `resume=` is turned into a command
-    line here, before Hydra parses it."""
-    check_launcher(sys.argv[1:])
-    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
-    if rank_zero_only.rank > 0:  # a DDP rank started by Lightning: rank 0 alone writes the run's log
-        sys.argv.append("hydra/job_logging=disabled")
-    run()
+# Lightning's DDP launcher starts ranks 1.. by running argv[0] again with rank 0's overrides: this file.
+PROGRAM = __file__
+
+
+def command_line(args: list[str]) -> list[str]:
+    """The overrides Hydra parses. Hydra fixes the run folder before the task runs, so `resume=` becomes the
+    resumed run's overrides here (cnncli/resume.py); a DDP rank > 0 does not write the run's log."""
+    check_launcher(args)
+    args = resume_arguments(args)
+    return [*args, "hydra/job_logging=disabled"] if rank_zero_only.rank > 0 else args
+
+
+if __name__ == "__main__":  # a DDP rank, started by Lightning: the same path as `cnncli train`
+    from cnncli import cli
+
+    cli.run("train", sys.argv[1:])

@@ -376,16 +376,15 @@ def show_picture(ax, picture: np.ndarray, title: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="viz")
 @reports_user_errors
-def run(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> None:
     visualize(cfg)
 
 
-def main() -> None:
+def command_line(args: list[str]) -> list[str]:
     """`cnncli viz MODE overrides...`: the mode word becomes the override mode=MODE before Hydra parses."""
-    args = sys.argv[1:]
     if args and args[0] in MODES:
-        sys.argv = [sys.argv[0], f"mode={args[0]}", *args[1:]]
-    elif args and not args[0].startswith("-") and "=" not in args[0]:
+        return [f"mode={args[0]}", *args[1:]]
+    if args and not args[0].startswith("-") and "=" not in args[0]:
         print(f"error: unknown viz mode {args[0]!r}; choose from: {', '.join(MODES)}", file=sys.stderr)
         sys.exit(2)
-    run()
+    return args
