@@ -47,7 +47,7 @@ def call_target(group: str, cfg: DictConfig | dict, **extra):
     elif not target:
         raise ConfigError(f"{group}._target_", "missing: the config must name the function or class to build")
     else:
-        builder = _import(group, target)
+        builder = import_target(group, target)
     try:
         return builder(**options, **extra)
     except ConfigError as e:
@@ -56,7 +56,8 @@ def call_target(group: str, cfg: DictConfig | dict, **extra):
         raise ConfigError(group, f"{target} does not accept these options: {e}") from None
 
 
-def _import(group: str, target: str):
+def import_target(group: str, target: str):
+    """The function or class a config's `_target_` names (the user's own config: trusted), or one ConfigError."""
     if "." not in target:
         raise ConfigError(f"{group}._target_", f"{target!r} is not a dotted path such as package.module.function")
     try:

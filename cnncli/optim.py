@@ -12,6 +12,7 @@ import hydra.utils
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cnncli.config import import_target
 from cnncli.errors import ConfigError
 
 OPTIMIZER_KEYS = ("l1", "backbone_lr_mult")
@@ -90,10 +91,7 @@ def _factory(group: str, cfg: DictConfig, own_keys: tuple[str, ...], first: str)
         raise ConfigError(f"{group}._target_", "missing: the config must name a class, e.g. torch.optim.SGD")
     if options.get("_partial_") is not True:
         raise ConfigError(f"{group}._partial_", f"must be true: cnncli passes the {first} when it builds {target}")
-    try:
-        cls = hydra.utils.get_class(target)
-    except Exception as e:  # noqa: BLE001 (Hydra wraps any import failure in its own error types)
-        raise ConfigError(f"{group}._target_", f"cannot import {target!r} ({e})") from None
+    cls = import_target(group, target)
     takes = [name for name in inspect.signature(cls).parameters if name != first]
     for key in options:
         if not key.startswith("_") and key not in takes:

@@ -91,7 +91,7 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.model = model
         self.optimization = optimization  # the optimizer and schedule factories (conf/optimizer, conf/scheduler)
-        self.label_smoothing, self.l1 = label_smoothing, optimization.l1
+        self.label_smoothing = label_smoothing
         self.register_buffer("class_weights", class_weights)
         self.metadata = metadata or {}  # run config, class names, normalization: stored in every checkpoint
         self.head = list(head)  # the model's head layers (its card): optimizer.backbone_lr_mult
@@ -115,8 +115,9 @@ class ImageClassifier(L.LightningModule):
         self.totals[split].add(loss, logits, labels)
         if aux_logits:
             loss = loss + AUX_LOSS_WEIGHT * sum(F.cross_entropy(aux, labels) for aux in aux_logits if aux is not None)
-        if self.l1 and split == "train":
-            loss = loss + self.l1 * sum(p.abs().sum() for name, p in self.model.named_parameters() if "weight" in name)
+        l1 = self.optimization.l1
+        if l1 and split == "train":
+            loss = loss + l1 * sum(p.abs().sum() for name, p in self.model.named_parameters() if "weight" in name)
         return loss
 
     def _log_epoch(self, split: str) -> dict[str, float]:
