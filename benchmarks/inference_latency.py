@@ -4,7 +4,7 @@
 
 For LeNet-5 (32x32x1, 10 classes) and ResNet-18 (224x224x3, 1000 classes; and 32x32x3, 10 classes),
 untrained weights in eval mode: the TorchScript (.ts) and ONNX (.onnx) files are written by the export
-command's own code (cnncli.commands.export.export_model, dynamic batch) and loaded back as a consumer loads
+command's own code (cnncli.export.export_model, dynamic batch) and loaded back as a consumer loads
 them (torch.jit.load; onnxruntime.InferenceSession on the CPU provider). Every backend gets the same input
 tensors, the same number of threads (torch.set_num_threads and onnxruntime's intra_op_num_threads, one
 inter-op thread), `warmup` untimed calls, then `runs` timed calls; the median is reported: batch-1 latency
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from report import emit
 
-from cnncli.commands.export import export_model, without_aux_heads
+from cnncli.export import export_model, without_aux_heads
 from cnncli.models.lenet import lenet5
 from cnncli.models.resnet import resnet18
 

@@ -1,12 +1,14 @@
 """The `cnncli` command: `cnncli <subcommand> [hydra overrides...]`.
 
 Each subcommand is one module under cnncli/commands/ with a Hydra `main`; only that module is imported,
-so `cnncli --help` starts instantly and a subcommand loads only what it needs. The command line Hydra
+and it imports torch and the rest inside the functions that need them, so `cnncli --help`, `cnncli train
+--help` and `--cfg job` answer without loading torch (tests/test_imports.py). The command line Hydra
 parses is written here, once: the program (a module's PROGRAM, else `cnncli <subcommand>`) and the
 overrides, which a module's `command_line(args)` may rewrite first (train: resume=; viz: the mode word).
 """
 
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -26,8 +28,8 @@ SUBCOMMANDS = {
     "compare": "overlay the val curves of several runs in one PNG (cnncli compare RUN_DIR RUN_DIR ...)",
 }
 
-# packages only one subcommand imports: installed with an extra (pyproject.toml), named when missing
-EXTRAS = {"optuna": "tune", "captum": "viz"}
+# the package a subcommand needs beyond the core: installed with the extra of the same name (pyproject.toml)
+EXTRAS = {"tune": "optuna", "viz": "captum"}
 
 USAGE = """usage: cnncli <subcommand> [overrides...] [--help] [--cfg job] [--info] [-m]
 
@@ -60,14 +62,11 @@ def run(name: str, args: list[str]) -> None:
     # A model or data module of the user's own (`_target_: mynets.Net`) may live in the working directory;
     # appended, not prepended, so a local file can never shadow an installed package.
     sys.path.append(os.getcwd())
-    try:
-        command = importlib.import_module(f"cnncli.commands.{name}")
-    except ModuleNotFoundError as e:
-        package = (e.name or "").split(".")[0]
-        if package not in EXTRAS:
-            raise
-        print(f'error: cnncli {name} needs {package}: pip install "cnncli[{EXTRAS[package]}]"', file=sys.stderr)
+    package = EXTRAS.get(name)
+    if package and importlib.util.find_spec(package) is None:  # found without importing it
+        print(f'error: cnncli {name} needs {package}: pip install "cnncli[{name}]"', file=sys.stderr)
         sys.exit(1)
+    command = importlib.import_module(f"cnncli.commands.{name}")
     command_line = getattr(command, "command_line", None)
     overrides = reports_user_errors(command_line)(args) if command_line else args
     sys.argv = [getattr(command, "PROGRAM", f"cnncli {name}"), *overrides]

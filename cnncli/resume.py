@@ -1,16 +1,15 @@
 """Resuming a run: `cnncli train resume=RUN_DIR|last` continues a run in its own folder from
 checkpoints/last.ckpt, with its own overrides (the ones given now win), its epoch rows, metrics.csv and
-random state. A run folder is untrusted data: its stored overrides may not name code."""
+random state. A run folder is untrusted data: its stored overrides may not name code.
+(torch and Lightning are imported by the functions that need them: `cnncli train` reads its command line
+with this module before anything heavy loads.)"""
 
 import csv
 from pathlib import Path
 
-import lightning as L
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from cnncli import runs
-from cnncli.checkpoint import Checkpoint
 from cnncli.errors import ConfigError, UserError
 
 
@@ -60,6 +59,8 @@ def _find_run(value: str) -> Path:
     for needed in (runs.OVERRIDES, "checkpoints/last.ckpt"):
         if not (run_dir / needed).is_file():
             raise UserError(f"resume={value}: {run_dir / needed} not found (resume takes a cnncli train run folder)")
+    from cnncli.checkpoint import Checkpoint  # torch: only when there is a run to resume
+
     Checkpoint(run_dir / "checkpoints" / "last.ckpt")  # a truncated file stops here, before Hydra writes
     return run_dir
 
@@ -73,9 +74,13 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(run_dir / "checkpoints" / "last.ckpt")
 
 
-def keep_metrics_csv(trainer: L.Trainer, checkpoint_path: str) -> None:
+def keep_metrics_csv(trainer, checkpoint_path: str) -> None:
     """Lightning's CSVLogger deletes an existing metrics.csv when it starts: write back the rows of the
     epochs the checkpoint holds, so the resumed run appends to them and each epoch is there once."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from cnncli.checkpoint import Checkpoint
+
     logger = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
     path = Path(logger.log_dir) / "metrics.csv" if logger else None
     if path is None or not path.is_file():

@@ -1,7 +1,6 @@
 """The Lightning Trainer a run config describes: its callbacks and loggers, checked speed options
-(precision, channels_last, compile), DDP's relaunch of the command line and how a signal ends a run."""
+(precision, channels_last, compile), and how a signal ends a run."""
 
-import importlib.util
 import logging
 import signal
 import warnings
@@ -16,7 +15,6 @@ from torch import nn
 from cnncli.checkpoint import AtomicCheckpointIO
 from cnncli.config import call_target
 from cnncli.errors import ConfigError, UserError, check_choice
-from cnncli.resume import override_key
 
 # Lightning hints that are noise here: in-memory batches need no worker processes, and the run folder
 # holds config.yaml before the CSV logger writes beside it.
@@ -109,11 +107,3 @@ def interrupted(trainer: L.Trainer, history: list[dict], run_dir: Path) -> Inter
     )
     error.exit_code = 128 + signum
     return error
-
-
-def check_launcher(args: list[str]) -> None:
-    """hydra/launcher=slurm needs a Hydra plugin from an extra; without it Hydra's own error is a page long."""
-    launchers = [arg.split("=", 1)[-1] for arg in args if override_key(arg) == "hydra/launcher"]
-    wants_submitit = any("slurm" in name or "submitit" in name for name in launchers)
-    if wants_submitit and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-        raise UserError('hydra/launcher=slurm needs hydra-submitit-launcher: pip install "cnncli[slurm]"')

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,32 @@ def cnncli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -
         timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
+
+
+def cnncli_imports(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`cnncli ARGS` in a fresh process, as cnncli() runs it, and the top-level packages it imported (read from
+    sys.modules as it exits): how the tests hold heavy packages out of the paths that must not load them."""
+    modules = Path(cwd) / f".modules-{time.monotonic_ns()}.json"
+    probe = (
+        "import atexit, json, sys\n"
+        f"OUT = {str(modules)!r}\n"
+        "def write(): open(OUT, 'w').write(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        "atexit.register(write)\n"
+        f"sys.argv = ['cnncli', *{list(args)!r}]\n"
+        "from cnncli.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    imported = set(json.loads(modules.read_text()))
+    modules.unlink()
+    return result, imported
 
 
 def cnncli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ from PIL import Image
 
 from cnncli import config_dir
 from cnncli.config import call_target
-from cnncli.data.folder import ImageFiles, UnreadableImage
+from cnncli.data.folder import ImageFiles
+from cnncli.data.images import UnreadableImage
 from cnncli.errors import UserError
 
 
@@ -168,7 +169,7 @@ def test_normalization_statistics_come_from_the_training_split_only(tmp_path):
     dm = datamodule(f"data.root={root}", "data.num_classes=2", "data.image_size=10")
 
     def stats(samples):
-        raw = ImageFiles(samples, "RGB", 10, "stretch")  # converted and resized, not normalized
+        raw = ImageFiles(samples, 3, 10, "stretch")  # converted and resized, not normalized
         images = torch.stack([raw[i][0] for i in range(len(raw))])
         return images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
 

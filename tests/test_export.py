@@ -204,7 +204,7 @@ def test_failed_verification_keeps_the_file_marked_and_fails(short_run, tmp_path
     from hydra import compose, initialize_config_dir
 
     from cnncli import config_dir
-    from cnncli.commands import export as command
+    from cnncli import export as command
     from cnncli.errors import UserError
 
     run_exported = command.run_exported
@@ -262,14 +262,14 @@ def test_missing_onnxruntime_names_the_package(tmp_path):
 
 
 def test_onnx_is_imported_only_by_export():
-    """`cnncli train` (and every other subcommand) never imports onnx: only commands/export.py and
+    """`cnncli train` (and every other subcommand) never imports onnx: only cnncli/export.py and
     commands/predict.py (for model_file=*.onnx) name it, and importing them does not import it either (it is
     imported inside the functions that need it)."""
     package = Path(__file__).resolve().parent.parent / "cnncli"
     naming = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "import onnx" in p.read_text())
-    assert naming == ["commands/export.py", "commands/predict.py"]
+    assert naming == ["commands/predict.py", "export.py"]
     code = (
-        "import sys, cnncli.cli, cnncli.commands.export, cnncli.commands.predict; "
+        "import sys, cnncli.cli, cnncli.export, cnncli.commands.predict; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'onnx', 'onnxruntime', 'onnxscript'}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -326,7 +326,7 @@ def _sweep_one(name: str) -> dict:
 
     from hydra import compose, initialize_config_dir
 
-    from cnncli.commands.export import export_model, run_onnx
+    from cnncli.export import export_model, run_onnx
     from cnncli.models import build_model
 
     size = SIZES.get(name, 32)

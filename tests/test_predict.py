@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import cnncli, cnncli_here
+from conftest import cnncli, cnncli_here, cnncli_imports
 from PIL import Image
 
 from cnncli.data.digits import DigitsDataModule
@@ -80,11 +80,15 @@ def test_predict_from_an_exported_onnx_file_matches_the_checkpoint(short_run, te
     ckpt = short_run / "checkpoints" / "best.ckpt"
     exported = cnncli("export", f"ckpt_path={ckpt}", "format=onnx", f"out={tmp_path}/", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
-    outputs = {}
+    outputs, imported = {}, {}
     for name, source in (("ckpt", f"ckpt_path={ckpt}"), ("onnx", f"model_file={tmp_path / 'model.onnx'}")):
-        result = cnncli(
+        result, imported[name] = cnncli_imports(
             "predict", source, f"inputs=[{test_pngs}]", "top_k=1", f"output={tmp_path / name}.csv", cwd=tmp_path
         )
         assert result.returncode == 0, result.stderr
         outputs[name] = [(r["path"], r["class"]) for r in csv.DictReader(open(tmp_path / f"{name}.csv"))]
     assert outputs["onnx"] == outputs["ckpt"] and len(outputs["onnx"]) == 270
+    # the deployment path: onnxruntime, numpy and PIL, no torch (a checkpoint needs it)
+    assert {"onnxruntime", "numpy", "PIL"} <= imported["onnx"] and "torch" not in imported["onnx"]
+    assert not {"torchvision", "lightning", "sklearn", "matplotlib"} & imported["onnx"]
+    assert "torch" in imported["ckpt"]

@@ -82,10 +82,10 @@ def test_the_launcher_submits_an_sbatch_array_with_the_configured_resources(tmp_
 def test_without_the_plugin_the_slurm_launcher_is_a_one_line_install_hint(monkeypatch):
     import importlib.util
 
-    from cnncli import trainer
+    from cnncli.commands import train
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "submitit" in name else real(name, *a))
     with pytest.raises(UserError, match=r'pip install "cnncli\[slurm\]"'):
-        trainer.check_launcher(["-m", "hydra/launcher=slurm", "model=mlp"])
-    trainer.check_launcher(["-m", "model=mlp"])  # the basic launcher needs no plugin
+        train.check_launcher(["-m", "hydra/launcher=slurm", "model=mlp"])
+    train.check_launcher(["-m", "model=mlp"])  # the basic launcher needs no plugin

@@ -11,18 +11,13 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from cnncli import config_dir
-from cnncli.commands.viz import (
-    command_line,
-    default_cam_layer,
-    feature_map_layers,
-    reaches_classifier_by_global_average,
-    visualize,
-)
+from cnncli.commands.viz import command_line
 from cnncli.data.digits import DigitsDataModule
 from cnncli.errors import ConfigError
 from cnncli.models.googlenet import googlenet
 from cnncli.models.lenet import lenet5
 from cnncli.models.nin import nin
+from cnncli.visualize import default_cam_layer, feature_map_layers, reaches_classifier_by_global_average, visualize
 
 MODES = ("featuremaps", "filters", "cam", "occlusion")
 

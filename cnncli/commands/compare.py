@@ -14,7 +14,6 @@ from rich.table import Table
 
 from cnncli import runs
 from cnncli.errors import UserError, reports_user_errors
-from cnncli.plots import plot_runs
 
 
 def run_folders(paths: list[str]) -> list[Path]:
@@ -33,6 +32,8 @@ def run_folders(paths: list[str]) -> list[Path]:
 def compare(paths: list[str], out: Path) -> Path:
     folders = run_folders(paths)
     summaries, names = [runs.read_summary(run) for run in folders], runs.labels(folders)
+    from cnncli.plots import plot_runs  # matplotlib: once there is something to draw
+
     plot_runs(
         [
             {"label": label, "history": s.get("history", []), "best_epoch": s.get("best", {}).get("epoch")}

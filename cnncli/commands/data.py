@@ -1,25 +1,28 @@
 """cnncli data show: a PNG grid of training images after augmentation, labelled, as the network sees them
-(before normalization, which is undone for display)."""
+(before normalization, which is undone for display). torch and co. are imported by `show`: --help and
+--cfg job do not load them."""
 
 import math
 import sys
 from pathlib import Path
 
 import hydra
-import lightning as L
-import torch
 from omegaconf import DictConfig
 
 from cnncli import config_dir
-from cnncli.augment import build_augmentation
 from cnncli.config import call_target
 from cnncli.errors import reports_user_errors
-from cnncli.plots import plt
 
 ACTIONS = {"show": "write a PNG grid of augmented training images with their labels"}
 
 
 def show(cfg: DictConfig) -> Path:
+    import lightning as L
+    import torch
+
+    from cnncli.augment import build_augmentation
+    from cnncli.plots import plt
+
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = call_target("data", cfg.data, augment=build_augmentation(cfg.augmentation, cfg.data.image_size))
     datamodule.setup("fit")

@@ -1,40 +1,46 @@
 """cnncli eval: rebuild the network from a checkpoint's stored run, test it, report per-class metrics;
-`errors=N` also draws the N worst-classified test images."""
+`errors=N` also draws the N worst-classified test images.
+
+torch and co. are imported inside the functions that use them: --help and --cfg job never load them."""
 
 import json
 from pathlib import Path
 
 import hydra
-import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-    multiclass_precision,
-    multiclass_recall,
-)
 
 from cnncli import config_dir
-from cnncli.checkpoint import Checkpoint
 from cnncli.config import call_target, check_number
 from cnncli.errors import UserError, reports_user_errors
-from cnncli.plots import plot_confusion_matrix, plot_image_grid
 from cnncli.runs import run_folder
 
 
-@torch.inference_mode()
-def predict(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model, loader) -> tuple:
+    """(logits, labels) of every batch of `loader`, concatenated."""
+    import torch
+
     model.eval()
-    logits, labels = zip(*((model(x), y) for x, y in loader))
+    with torch.inference_mode():
+        logits, labels = zip(*((model(x), y) for x, y in loader))
     return torch.cat(logits), torch.cat(labels)
 
 
 def evaluate(cfg: DictConfig) -> dict:
     check_number(cfg, "errors", 0, integer=True)
+    import torch.nn.functional as F
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+        multiclass_precision,
+        multiclass_recall,
+    )
+
+    from cnncli.checkpoint import Checkpoint
+    from cnncli.plots import plot_confusion_matrix
+
     checkpoint = Checkpoint(cfg.ckpt_path)
     model = checkpoint.network(trust_code=cfg.trust_model_code)
     pre = checkpoint.preprocessing
@@ -96,8 +102,10 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def worst_classified(logits: torch.Tensor, labels: torch.Tensor, count: int) -> list[dict]:
+def worst_classified(logits, labels, count: int) -> list[dict]:
     """The `count` test images given the lowest probability of their true class, worst first."""
+    import torch
+
     probabilities = logits.softmax(dim=1)
     true_probability = probabilities[torch.arange(len(labels)), labels]
     worst = true_probability.argsort()[:count]
@@ -115,6 +123,10 @@ def worst_classified(logits: torch.Tensor, labels: torch.Tensor, count: int) -> 
 
 def plot_errors(worst: list[dict], dataset, normalization: dict, names: list[str], path: Path) -> None:
     """The worst-classified test images, as the network saw them (normalization undone), with their labels."""
+    import torch
+
+    from cnncli.plots import plot_image_grid
+
     mean, std = (torch.tensor(normalization[k]).view(-1, 1, 1) for k in ("mean", "std"))
     pictures = []
     for row in worst:

@@ -3,7 +3,8 @@
     cnncli params model=vgg16 [data=digits] [input_size=N] [format=table|markdown|csv|json] [depth=N]
     cnncli params model=lenet5,alexnet,vgg16        one comparison table, paper figures beside them
 
-The model is built on the `meta` device: no weight is allocated, so vgg19 takes what lenet5 takes.
+The model is built on the `meta` device: no weight is allocated, so vgg19 takes what lenet5 takes (a
+small one at a small input is counted on the CPU instead: CPU_MAX_PARAMS).
 Input: without `data=`, the model's native input and class count, the defaults its builder declares
 (`image_size`, `in_channels`, `num_classes`; 3x224x224 and 1000 for a builder that declares none);
 with `data=NAME` the model is shaped for that data set; `input_size=N` overrides the side either way.
@@ -115,8 +116,16 @@ def summarize(cfg: DictConfig, name: str) -> dict:
     }
 
 
+# A small network at a small input is built again and counted on the CPU: torch's meta kernels import its
+# compiler stack (sympy, dynamo), about 1 s that lenet5 would pay for nothing. Anything bigger is counted
+# on `meta`, where no weight is allocated.
+CPU_MAX_PARAMS = 8_000_000  # 32 MiB of float32 weights
+CPU_MAX_PIXELS = 64 * 64
+
+
 def _count(model_cfg: dict, shape: tuple, depth: int | None, name: str):
-    """Build on `meta` and count; a model whose code needs real data (`.item()` ...) is retried on the CPU."""
+    """Build on `meta` and count (on the CPU when small, above); a model whose code needs real data
+    (`.item()` ...) is retried on the CPU."""
     import torch
 
     from cnncli.layer_table import layer_table
@@ -130,6 +139,9 @@ def _count(model_cfg: dict, shape: tuple, depth: int | None, name: str):
             if device == "meta" and _needs_data(e):
                 continue
             raise
+        small = sum(p.numel() for p in model.parameters()) <= CPU_MAX_PARAMS and shape[1] * shape[2] <= CPU_MAX_PIXELS
+        if device == "meta" and small:
+            device, model = "cpu", build_model(model_cfg)
         try:
             return layer_table(model, shape, depth), device
         except (RuntimeError, ValueError, NotImplementedError) as e:

@@ -1,5 +1,8 @@
 """cnncli predict: the top-k classes of image files, preprocessed exactly as the run evaluated its test split
-(channels, resize, the run's normalization), from a checkpoint or an exported ONNX file."""
+(channels, resize, the run's normalization), from a checkpoint or an exported ONNX file.
+
+From an ONNX file nothing imports torch (onnxruntime, numpy and PIL only): that is the deployment path.
+A checkpoint needs torch, imported by CheckpointModel."""
 
 import csv
 import json
@@ -7,16 +10,13 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
+import numpy as np
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
-from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms import v2
 
 from cnncli import config_dir
-from cnncli.checkpoint import Checkpoint
-from cnncli.data.folder import ImageFiles, UnreadableImage
+from cnncli.data import images
 from cnncli.errors import UserError, reports_user_errors
 
 
@@ -25,7 +25,7 @@ def image_files(inputs: list[str]) -> list[Path]:
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in images.IMAGE_EXTENSIONS)
         elif item.exists():
             files.append(item)
         else:
@@ -39,6 +39,8 @@ class CheckpointModel:
     """A checkpoint's network with what predicting needs: input shape, normalization, class names."""
 
     def __init__(self, path: str, trust_code: bool):
+        from cnncli.checkpoint import Checkpoint
+
         checkpoint = Checkpoint(path)
         self.model = checkpoint.network(trust_code)
         pre = checkpoint.preprocessing
@@ -46,9 +48,11 @@ class CheckpointModel:
             pre.channels, pre.image_size, pre.resize, pre.mean, pre.std)  # fmt: skip
         self.class_names = checkpoint.class_names
 
-    @torch.inference_mode()
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch)).softmax(dim=1).numpy()
 
 
 class OnnxModel:
@@ -71,8 +75,10 @@ class OnnxModel:
         self.mean, self.std, self.class_names = meta["mean"], meta["std"], meta["class_names"]
         self.input_name = meta["input_name"]
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: images.numpy()})[0])
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        logits = self.session.run(None, {self.input_name: batch})[0]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax, shifted so exp cannot overflow
+        return exp / exp.sum(axis=1, keepdims=True)
 
 
 def predict(cfg: DictConfig) -> list[dict]:
@@ -86,33 +92,22 @@ def predict(cfg: DictConfig) -> list[dict]:
         model = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
     else:
         model = OnnxModel(cfg.model_file)
-    # the evaluation preprocessing: the data pipeline of image folders, with the run's statistics
-    dataset = ImageFiles(
-        [(str(f), -1) for f in files],
-        {1: "L", 3: "RGB"}[model.channels],
-        model.image_size,
-        model.resize,
-        normalize=v2.Normalize(model.mean, model.std),
-    )
-    images, readable, failures = [], [], []
-    for i, path in enumerate(files):
+    # the evaluation preprocessing: the pixels of image folders (cnncli/data/images.py), the run's statistics
+    mean, std = (np.array(v, dtype=np.float32).reshape(-1, 1, 1) for v in (model.mean, model.std))
+    pictures, readable, failures = [], [], []
+    for path in files:
         try:
-            images.append(dataset[i][0])
+            pictures.append((images.read(str(path), model.channels, model.image_size, model.resize) - mean) / std)
             readable.append(path)
-        except UnreadableImage as e:
+        except images.UnreadableImage as e:
             failures.append((path, str(e)))
     rows = []
     k = min(cfg.top_k, len(model.class_names))
-    for start in range(0, len(images), cfg.batch_size):
-        probabilities = model.logits(torch.stack(images[start : start + cfg.batch_size])).softmax(dim=1)
-        top = probabilities.topk(k, dim=1)
-        for path, values, indices in zip(readable[start : start + cfg.batch_size], top.values, top.indices):
-            rows.append(
-                {
-                    "path": str(path),
-                    "top": [(model.class_names[c], p) for c, p in zip(indices.tolist(), values.tolist())],
-                }
-            )
+    for start in range(0, len(pictures), cfg.batch_size):
+        probabilities = model.probabilities(np.stack(pictures[start : start + cfg.batch_size]))
+        for path, p in zip(readable[start : start + cfg.batch_size], probabilities.tolist()):
+            top = sorted(range(len(p)), key=lambda c: -p[c])[:k]  # stable: ties keep the class order
+            rows.append({"path": str(path), "top": [(model.class_names[c], p[c]) for c in top]})
     _print(rows, failures)
     if cfg.output:
         with open(cfg.output, "w", newline="") as f:

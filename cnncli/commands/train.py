@@ -5,36 +5,38 @@ As lightning-hydra-template's train(): compose, instantiate, fit, test, write th
 its own place: resuming in cnncli/resume.py, the Trainer, speed options and DDP in cnncli/trainer.py, the
 task's module and reports in cnncli/tasks/classification.py, the run folder in cnncli/runs.py."""
 
+import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cnncli import checkpoint, config_dir, optim, runs
-from cnncli.augment import build_augmentation
-from cnncli.config import call_target, validate_train_config
-from cnncli.errors import reports_user_errors
-from cnncli.models import build_model, model_parts
-from cnncli.resume import keep_metrics_csv, resume_arguments, resume_checkpoint
-from cnncli.tasks import classification as task
-from cnncli.trainer import (
-    build_trainer,
-    check_launcher,
-    check_speed_options,
-    interrupted,
-    prepare_model,
-)
+from cnncli import config_dir, runs
+from cnncli.config import validate_train_config
+from cnncli.errors import UserError, reports_user_errors
+from cnncli.resume import override_key, resume_arguments
 
 
 def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     """One run into the Hydra output folder; `callbacks` join the configured ones (cnncli tune's pruning)."""
-    validate_train_config(cfg)
+    validate_train_config(cfg)  # plain values: a bad one is refused before torch is imported
+    # torch and Lightning are imported here, not above: --help, --cfg job and a refused value never load them
+    import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cnncli import checkpoint, optim
+    from cnncli.augment import build_augmentation
+    from cnncli.config import call_target
+    from cnncli.models import build_model, model_parts
+    from cnncli.resume import keep_metrics_csv, resume_checkpoint
+    from cnncli.tasks import classification as task
+    from cnncli.trainer import build_trainer, check_speed_options, interrupted, prepare_model
+
     optimization = optim.optimization(cfg)  # factories, checked now; the module builds them once
     check_speed_options(cfg)
     if cfg.data.get("root"):  # stored absolute, so the checkpoint can be evaluated from any folder
@@ -118,7 +120,56 @@ def command_line(args: list[str]) -> list[str]:
     resumed run's overrides here (cnncli/resume.py); a DDP rank > 0 does not write the run's log."""
     check_launcher(args)
     args = resume_arguments(args)
-    return [*args, "hydra/job_logging=disabled"] if rank_zero_only.rank > 0 else args
+    if {"-m", "--multirun"} & set(args) and {"-c", "--cfg"} & set(args):
+        show_sweep(args)  # Hydra refuses -m with --cfg; a user wants to see what a sweep would run
+        sys.exit(0)
+    return [*args, "hydra/job_logging=disabled"] if _is_ddp_rank_above_zero() else args
+
+
+def check_launcher(args: list[str]) -> None:
+    """hydra/launcher=slurm needs a Hydra plugin from an extra; without it Hydra's own error is a page long."""
+    launchers = [arg.split("=", 1)[-1] for arg in args if override_key(arg) == "hydra/launcher"]
+    wants_submitit = any("slurm" in name or "submitit" in name for name in launchers)
+    if wants_submitit and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        raise UserError('hydra/launcher=slurm needs hydra-submitit-launcher: pip install "cnncli[slurm]"')
+
+
+def show_sweep(args: list[str]) -> None:
+    """`cnncli train -m model=mlp,lenet5 --cfg job`: the config of each job the sweep runs (as Hydra's basic
+    sweeper expands it), each headed by its overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    config_path, config_name, overrides = str(config_dir()), "train", []
+    flags = iter(args)
+    for arg in flags:
+        if arg in ("-c", "--cfg"):
+            if (shown := next(flags, None)) != "job":
+                raise UserError(f"with -m, --cfg shows each job's config: --cfg job (not {shown!r})")
+        elif arg in ("-cd", "--config-dir"):
+            config_path = next(flags, config_path)
+        elif arg in ("-cn", "--config-name"):
+            config_name = next(flags, config_name)
+        elif arg.startswith("-") and arg not in ("-m", "--multirun"):
+            raise UserError(f"with -m and --cfg job, {arg} is not supported")
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
+    with initialize_config_dir(config_dir=str(Path(config_path).resolve()), version_base="1.3"):
+        for number, job in enumerate(jobs):
+            print(f"# job {number}: {' '.join(job) or '(no overrides)'}")
+            print(OmegaConf.to_yaml(compose(config_name, overrides=job)))
+
+
+def _is_ddp_rank_above_zero() -> bool:
+    """Lightning reads the rank from its launchers' variables; without any of them this is the only process
+    (and torch is not imported for --help)."""
+    if not {"RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"} & set(os.environ):
+        return False
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank > 0
 
 
 if __name__ == "__main__":  # a DDP rank, started by Lightning: the same path as `cnncli train`

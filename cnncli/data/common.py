@@ -1,7 +1,6 @@
 """Helpers every data module shares: splitting, label checks, class weights."""
 
 import torch
-from sklearn.model_selection import train_test_split
 
 from cnncli.errors import ConfigError, UserError
 
@@ -16,6 +15,8 @@ def check_fraction(key: str, value) -> float:
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (kept, carved) with `fraction` of each class carved out, fixed by `seed`."""
+    from sklearn.model_selection import train_test_split  # scikit-learn: only for data that carves a split
+
     index = torch.arange(len(labels))
     try:
         kept, carved = train_test_split(index.numpy(), test_size=fraction, stratify=labels.numpy(), random_state=seed)

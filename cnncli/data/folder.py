@@ -30,72 +30,28 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import make_dataset
 from torchvision.transforms import v2
 
 from cnncli.data.common import SPLITS, check_fraction, check_normalization, class_weights, stratified_split
+from cnncli.data.images import IMAGE_EXTENSIONS, MODES, RESIZE, UnreadableImage, check_header, load_image, read
 from cnncli.errors import ConfigError, UserError, check_choice
 
 log = logging.getLogger(__name__)
 
-RESIZE = ("stretch", "center_crop")
 CHECKS = ("full", "header")
-MODES = {1: "L", 3: "RGB"}
 # the splits each Lightning stage reads; fit also checks test, so a bad test image stops the run before training
 STAGE_SPLITS = {"fit": SPLITS, "validate": ("val",), "test": ("test",), "predict": ("test",), None: SPLITS}
-
-
-class UnreadableImage(UserError):
-    """An image file PIL cannot read: one line naming the file, exit 1.
-
-    Raised in a DataLoader worker, torch re-raises it in the main process as `UnreadableImage(text)` where
-    text is "Caught UnreadableImage in DataLoader worker process 0. Original Traceback ..."; the constructor
-    keeps only the original one-line message from that text."""
-
-    def __init__(self, message: str):
-        marker = f"{type(self).__module__}.{type(self).__qualname__}: "
-        if "Original Traceback" in message:
-            lines = [line for line in message.splitlines() if line.startswith(marker)]
-            if lines:
-                message = lines[-1][len(marker) :]
-        super().__init__(message)
-
-
-def load_image(path: str, mode: str, size: int) -> Image.Image:
-    """The file as a PIL image in `mode`; a JPEG is decoded at the smallest scale that still covers size x size."""
-    try:
-        with Image.open(path) as image:
-            image.draft(mode, (size, size))
-            return image.convert(mode)
-    except Exception as e:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, ... by format)
-        raise UnreadableImage(f"unreadable image file {path}: {_reason(e, path)}") from None
-
-
-def check_header(path: str) -> None:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as e:  # noqa: BLE001 (as above: PIL's errors depend on the format)
-        raise UnreadableImage(f"unreadable image file {path}: {_reason(e, path)}") from None
-
-
-def _reason(e: Exception, path: str) -> str:
-    """PIL's message on one line, without the path it sometimes repeats."""
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text.replace(f" '{path}'", "").replace(f" {path}", "")
 
 
 class ImageFiles(Dataset):
     """(path, label) samples -> (float image [C, S, S], label), augmented then normalized when given."""
 
-    def __init__(self, samples: list[tuple[str, int]], mode: str, size: int, resize: str, augment=None, normalize=None):
-        self.samples, self.mode, self.size = samples, mode, size
-        fit = [v2.Resize((size, size), antialias=True)]
-        if resize == "center_crop":
-            fit = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-        self.transform = v2.Compose([*fit, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
+    def __init__(
+        self, samples: list[tuple[str, int]], channels: int, size: int, resize: str, augment=None, normalize=None
+    ):
+        self.samples, self.channels, self.size, self.resize = samples, channels, size, resize
         self.augment, self.normalize = augment, normalize
 
     def __len__(self) -> int:
@@ -103,7 +59,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        image = self.transform(load_image(path, self.mode, self.size))
+        image = torch.from_numpy(read(path, self.channels, self.size, self.resize))  # cnncli/data/images.py
         if self.augment is not None:
             image = self.augment(image)
         if self.normalize is not None:
@@ -202,7 +158,7 @@ class ImageFolderData(L.LightningDataModule):
         for split in needed:
             self.splits[split] = ImageFiles(
                 self.checked[split],
-                MODES[self.channels],
+                self.channels,
                 self.image_size,
                 self.resize,
                 self.augment if split == "train" else None,
@@ -236,12 +192,12 @@ class ImageFolderData(L.LightningDataModule):
             unknown = sorted(set(_class_folders(folder)) - set(classes))
             if unknown:
                 raise UserError(f"{folder}: class folder(s) {unknown} not among the training classes {classes}")
-            found[split] = make_dataset(str(folder), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+            found[split] = make_dataset(str(folder), index, extensions=IMAGE_EXTENSIONS, allow_empty=True)
             present = {label for _, label in found[split]}
             for name in _class_folders(folder):
                 if index[name] not in present:
                     raise UserError(
-                        f"{folder / name}: empty class folder (no file ending in {', '.join(IMG_EXTENSIONS)})"
+                        f"{folder / name}: empty class folder (no file ending in {', '.join(IMAGE_EXTENSIONS)})"
                     )
         return self._carve(found)
 
@@ -316,7 +272,7 @@ class ImageFolderData(L.LightningDataModule):
             generator = torch.Generator().manual_seed(self.split_seed)
             pick = torch.randperm(len(samples), generator=generator)[: self.normalization_samples].sort().values
             samples = [samples[i] for i in pick.tolist()]
-        loader = self._loader(ImageFiles(samples, MODES[self.channels], self.image_size, self.resize), persistent=False)
+        loader = self._loader(ImageFiles(samples, self.channels, self.image_size, self.resize), persistent=False)
         total = torch.zeros(self.channels, dtype=torch.float64)
         squares, count = torch.zeros_like(total), 0
         for images, _ in loader:

@@ -1,0 +1,342 @@
+"""How `cnncli viz` draws what a trained network computes (the command and its options: cnncli/commands/viz.py).
+
+  featuremaps  the activations of a layer for one image (captum LayerActivation); default: every conv and
+               pooling layer in turn, one grid each, titled with the layer's name and output shape.
+  filters      the first conv layer's kernels as images; and for `layer` (default: the last conv layer) the
+               input that maximizes each filter's mean activation, by gradient ascent from a blank or noisy
+               image with L2 and total-variation penalties (written here: captum has no feature visualization).
+  cam          Grad-CAM (captum LayerGradCam) of `layer` (default: the last feature maps before the classifier)
+               for the predicted class or `target`, upsampled and overlaid on the image. When those maps reach
+               the classifier only through a global average pool (NiN, GoogLeNet, ResNet), the gradient is the
+               same at every position, Grad-CAM's channel weights are the linear head's class weights and the
+               map is CAM (Zhou et al. 2016) exactly: it is then titled CAM.
+  occlusion    the occlusion sensitivity of Zeiler & Fergus (captum Occlusion): a patch of the training set's
+               mean grey slides over the image; each pixel shows the probability of the class with the patch
+               over it (averaged over the patch positions that cover it). The map is also saved as .npy.
+
+The image is read and converted (channels, size, the run's normalization) exactly as `cnncli predict` does.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from captum.attr import LayerActivation, LayerAttribution, LayerGradCam, Occlusion
+from omegaconf import DictConfig
+from torch import nn
+from torchvision.transforms import v2
+
+from cnncli.commands.predict import CheckpointModel
+from cnncli.data import images
+from cnncli.errors import ConfigError, UserError, check_choice
+from cnncli.models.lenet import SparseConv2d, Subsampling
+from cnncli.plots import plot_image_grid, plt
+from cnncli.runs import run_folder
+
+CONV = (nn.Conv2d, SparseConv2d)
+POOL = (nn.MaxPool2d, nn.AvgPool2d, Subsampling)
+# pools that only fit the maps to the classifier's input size; not the maps a CAM should weight
+ADAPTIVE_POOL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+NO_FEATURE_MAPS = {
+    "featuremaps": "featuremaps draws the 2-D maps that conv and pooling layers compute",
+    "cam": "CAM and Grad-CAM weight the feature maps of a conv layer",
+    "filters": "filters draws the kernels of conv layers",
+}
+
+
+def visualize(cfg: DictConfig) -> list[Path]:
+    """The PNGs of cfg.mode (cfg checked by cnncli/commands/viz.py); their paths, printed."""
+    net = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
+    out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path)) / "viz"
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.mode == "filters":
+        written = filters(cfg, net, out)
+    else:
+        x, picture = load_image(cfg.image, net)
+        draw = {"featuremaps": featuremaps, "cam": cam, "occlusion": occlusion}[cfg.mode]
+        written = draw(cfg, net, x, picture, out / f"{cfg.mode}_{Path(cfg.image).stem}")
+    for path in written:
+        print(path)
+    return written
+
+
+def load_image(path: str, net: CheckpointModel) -> tuple[torch.Tensor, np.ndarray]:
+    """The file as the network's input [1, C, S, S], and as a picture in [0, 1] ([S, S] or [S, S, 3])."""
+    if not Path(path).is_file():
+        raise UserError(f"image not found: {path}")
+    pixels = torch.from_numpy(images.read(str(path), net.channels, net.image_size, net.resize))
+    return v2.Normalize(net.mean, net.std)(pixels).unsqueeze(0), as_picture(pixels)
+
+
+def as_picture(pixels: torch.Tensor) -> np.ndarray:
+    """[C, H, W] -> what imshow draws: [H, W] for one channel, [H, W, 3] for colour."""
+    picture = pixels.detach().permute(1, 2, 0).numpy()
+    return picture[..., 0] if picture.shape[-1] == 1 else picture
+
+
+def feature_map_layers(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Name -> output shape (C, H, W) of every module, layer or block, whose output is a stack of feature maps
+    larger than 1x1, in the order the forward pass finishes them."""
+    shapes = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2:].numel() > 1:
+                shapes.pop(name, None)  # a module called twice counts where it finished last
+                shapes[name] = tuple(output.shape[1:])
+
+        return hook
+
+    handles = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def require_feature_maps(shapes: dict, model: nn.Module, mode: str) -> None:
+    if not shapes:
+        kinds = ", ".join(dict.fromkeys(type(m).__name__ for m in model.modules() if not list(m.children())))
+        raise UserError(
+            f"{NO_FEATURE_MAPS[mode]}, and this network has none: it has no conv layer, its layers ({kinds}) "
+            "compute flat vectors. `cnncli viz occlusion` works with any network"
+        )
+
+
+def chosen_layer(name, shapes: dict, model: nn.Module) -> str:
+    if str(name) not in shapes:
+        modules = dict(model.named_modules())
+        layers = ", ".join(f"{n} ({type(modules[n]).__name__})" for n in shapes)
+        raise ConfigError("layer", f"{str(name)!r} is not a layer with feature maps; the layers are: {layers}")
+    return str(name)
+
+
+def describe(name: str, module: nn.Module, shape: tuple[int, ...]) -> str:
+    return f"{name} ({type(module).__name__}): {' x '.join(map(str, shape))}"
+
+
+def featuremaps(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
+    shapes = feature_map_layers(net.model, x)
+    require_feature_maps(shapes, net.model, "featuremaps")
+    modules = dict(net.model.named_modules())
+    if cfg.layer is not None:
+        names = [chosen_layer(cfg.layer, shapes, net.model)]
+    else:
+        names = [name for name in shapes if isinstance(modules[name], CONV + POOL)] or list(shapes)
+    activations = LayerActivation(net.model, [modules[name] for name in names]).attribute(x)
+    written = []
+    for name, maps in zip(names, activations):
+        maps = maps[0, : cfg.max_maps].numpy()
+        path = Path(f"{stem}_{name}.png")
+        plot_image_grid(
+            list(maps),
+            [f"map {i}" for i in range(len(maps))],
+            path,
+            title=f"{describe(name, modules[name], shapes[name])}   ({Path(cfg.image).name})",
+            scale_each=True,
+        )
+        written.append(path)
+    return written
+
+
+def filters(cfg: DictConfig, net: CheckpointModel, out: Path) -> list[Path]:
+    modules = dict(net.model.named_modules())
+    convs = [name for name, module in modules.items() if isinstance(module, nn.Conv2d)]
+    if not convs:
+        require_feature_maps({}, net.model, "filters")
+    first = modules[convs[0]].weight.detach()  # [F, C, k, k]
+    kernels = first[: cfg.max_maps]
+    pictures = [k.permute(1, 2, 0).numpy() if k.shape[0] == 3 else k.mean(0).numpy() for k in kernels]
+    kernels_png = out / f"filters_{convs[0]}.png"
+    plot_image_grid(
+        pictures,
+        [f"filter {i}" for i in range(len(pictures))],
+        kernels_png,
+        scale_each=True,
+        title=f"{convs[0]}: the first conv layer's {len(first)} kernels ({' x '.join(map(str, first.shape[1:]))})",
+    )
+
+    shapes = feature_map_layers(net.model, torch.zeros(1, net.channels, net.image_size, net.image_size))
+    last_conv = [n for n in convs if n in shapes][-1]
+    name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else last_conv
+    images, before, after = maximize_activations(net, modules[name], min(shapes[name][0], cfg.max_maps), cfg.ascent)
+    print(
+        f"{name}: mean activation of its {len(images)} filters {before.mean():.3f} at the start, "
+        f"{after.mean():.3f} after {cfg.ascent.steps} steps of gradient ascent"
+    )
+    maximized_png = out / f"filters_{name}_maximized.png"
+    plot_image_grid(
+        [as_picture(image) for image in images],
+        [f"{i}: {a:.2f}" for i, a in enumerate(after)],
+        maximized_png,
+        scale_each=True,
+        title=f"inputs that maximize each filter of {describe(name, modules[name], shapes[name])} "
+        "(title: filter: its mean activation)",
+    )
+    return [kernels_png, maximized_png]
+
+
+def maximize_activations(net: CheckpointModel, layer: nn.Module, count: int, ascent: DictConfig):
+    """One input image per filter (channel) of `layer`, in pixels [0, 1], found by gradient ascent on the
+    filter's mean activation minus `l2` x the squared distance from the mean grey and `tv` x the total
+    variation (both keep the images smooth and natural-looking). Returns the images and each filter's mean
+    activation before and after."""
+    torch.manual_seed(ascent.seed)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (net.mean, net.std))
+    shape = (count, net.channels, net.image_size, net.image_size)
+    pixels = mean.expand(shape).clone()  # blank: the training set's mean grey
+    if ascent.start == "noise":
+        pixels += 0.1 * torch.randn(shape)
+    pixels = pixels.clamp(0, 1).requires_grad_()
+    net.model.requires_grad_(False)  # only the images are optimized
+    saved = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: saved.update(maps=output))
+    optimizer = torch.optim.Adam([pixels], lr=ascent.lr)
+    own = torch.arange(count)
+
+    def activations() -> torch.Tensor:
+        net.model((pixels - mean) / std)
+        return saved["maps"][own, own].mean(dim=(1, 2))  # image i drives filter i
+
+    try:
+        with torch.no_grad():
+            before = activations()
+        for _ in range(ascent.steps):
+            optimizer.zero_grad()
+            smoothness = (pixels.diff(dim=2).abs().mean() + pixels.diff(dim=3).abs().mean()) * count
+            loss = -activations().sum() + ascent.l2 * ((pixels - mean) ** 2).mean() * count + ascent.tv * smoothness
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                pixels.clamp_(0, 1)
+        with torch.no_grad():
+            after = activations()
+    finally:
+        handle.remove()
+    return pixels.detach(), before, after
+
+
+def target_class(cfg: DictConfig, net: CheckpointModel, probabilities: torch.Tensor) -> int:
+    """The class to explain: `target` (a class name) or the predicted class."""
+    if cfg.target is None:
+        return int(probabilities.argmax())
+    check_choice("target", str(cfg.target), net.class_names)
+    return net.class_names.index(str(cfg.target))
+
+
+def reaches_classifier_by_global_average(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int) -> bool:
+    """Whether the class score depends on the layer's maps only through their spatial means (global average
+    pooling, then linear layers): then its gradient is the same at every position of a map, and Grad-CAM
+    is CAM."""
+    saved = {}
+
+    def keep(module, inputs, output):
+        saved["maps"] = output
+        return output.clone()  # an in-place op downstream (ReLU(inplace=True)) must not change the saved maps
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        score = model(x)[0, target]
+    finally:
+        handle.remove()
+    (gradient,) = torch.autograd.grad(score, saved["maps"])
+    spread = (gradient - gradient.mean(dim=(2, 3), keepdim=True)).abs().max()
+    return bool(spread <= 1e-6 * gradient.abs().max().clamp(min=1e-30))
+
+
+def default_cam_layer(model: nn.Module, shapes: dict) -> str:
+    """The last feature maps the forward pass computes, before the classifier (an adaptive pool only fits
+    them to the classifier's input size)."""
+    modules = dict(model.named_modules())
+    return [name for name in shapes if not isinstance(modules[name], ADAPTIVE_POOL)][-1]
+
+
+def cam(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
+    shapes = feature_map_layers(net.model, x)
+    require_feature_maps(shapes, net.model, "cam")
+    modules = dict(net.model.named_modules())
+    name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else default_cam_layer(net.model, shapes)
+    layer = modules[name]
+    with torch.no_grad():
+        probabilities = net.model(x).softmax(dim=1)[0]
+    target = target_class(cfg, net, probabilities)
+    heat = LayerGradCam(net.model, layer).attribute(x, target=target, relu_attributions=True)
+    heat = LayerAttribution.interpolate(heat, (net.image_size, net.image_size), interpolate_mode="bilinear")
+    heat = heat[0, 0].detach().numpy()
+    method = "CAM" if reaches_classifier_by_global_average(net.model, layer, x, target) else "Grad-CAM"
+    predicted = net.class_names[int(probabilities.argmax())]
+    print(
+        f"predicted {predicted!r} (p = {probabilities.max():.3f}); {method} of layer "
+        f"{describe(name, layer, shapes[name])} for class {net.class_names[target]!r}"
+    )
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    show_picture(axes[0], picture, f"{Path(cfg.image).name}: predicted {predicted!r}")
+    image = axes[1].imshow(heat, cmap="jet")
+    fig.colorbar(image, ax=axes[1], fraction=0.046)
+    axes[1].set_title(f"{method}, layer {name} {'x'.join(map(str, shapes[name]))}", fontsize=10)
+    show_picture(axes[2], picture, f"class {net.class_names[target]!r} (p = {probabilities[target]:.3f})")
+    axes[2].imshow(heat, cmap="jet", alpha=0.5)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(f"{stem}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def occlusion(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
+    size = net.image_size
+    patch = min(cfg.occlusion.patch or max(1, size // 3), size)
+    stride = cfg.occlusion.stride or max(1, patch // 4)
+    with torch.no_grad():
+        probabilities = net.model(x).softmax(dim=1)[0]
+    target = target_class(cfg, net, probabilities)
+    # the patch's colour in the network's (normalized) input: the training mean is 0 there
+    fill = torch.zeros(net.channels)
+    if cfg.occlusion.fill != "mean":
+        fill = (cfg.occlusion.fill - torch.tensor(net.mean)) / torch.tensor(net.std)
+    fill = fill.to(x.dtype).view(1, -1, 1, 1).expand_as(x)
+    with torch.no_grad():
+        drop = Occlusion(lambda batch: net.model(batch).softmax(dim=1)).attribute(
+            x,
+            sliding_window_shapes=(net.channels, patch, patch),
+            strides=(net.channels, stride, stride),
+            target=target,
+            baselines=fill,
+            perturbations_per_eval=64,
+        )
+    # captum gives p(class) minus p(class | patch), averaged over the patch positions covering each pixel
+    probability = (probabilities[target] - drop[0, 0]).numpy()
+    row, col = np.unravel_index(probability.argmin(), probability.shape)
+    name = net.class_names[target]
+    print(
+        f"p({name!r}) = {probabilities[target]:.3f} without the patch; lowest {probability.min():.3f} "
+        f"with it over pixel (row {row}, col {col}); patch {patch}x{patch}, stride {stride}"
+    )
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    show_picture(axes[0], picture, f"{Path(cfg.image).name}: p({name!r}) = {probabilities[target]:.3f}")
+    # scaled from the lowest probability to the unoccluded one: a confident network's map spans a narrow range
+    image = axes[1].imshow(probability, cmap="jet_r", vmin=probability.min(), vmax=probabilities[target])
+    fig.colorbar(image, ax=axes[1], fraction=0.046)
+    axes[1].set_title(f"p({name!r}) with a {patch}x{patch} patch here", fontsize=10)
+    show_picture(axes[2], picture, "overlaid (red: the patch hurts most)")
+    axes[2].imshow(probability, cmap="jet_r", vmin=probability.min(), vmax=probabilities[target], alpha=0.5)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path, array = Path(f"{stem}.png"), Path(f"{stem}.npy")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    np.save(array, probability.astype(np.float32))
+    return [path, array]
+
+
+def show_picture(ax, picture: np.ndarray, title: str) -> None:
+    ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=10)
