@@ -161,6 +161,7 @@ def interleaved_run(batch_size: int, epochs: int, chunk: int, progress_bar: bool
         f"trainer.max_epochs={1 + epochs}",
         f"trainer.enable_progress_bar={str(progress_bar).lower()}",
         "callbacks.early_stopping.patience=1000",  # on, as by default, but never stops before the last timed epoch
+        f"trainer.threads={torch.get_num_threads()}",  # the plain loop's, in this process (auto: benchmarks/threads.py)
     ]
     with tempfile.TemporaryDirectory() as run_dir:
         train(compose_train(overrides, Path(run_dir)), callbacks=(timer,))

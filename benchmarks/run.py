@@ -7,6 +7,7 @@ its baseline in the same run: a figure is always a ratio against that baseline, 
 machines compare by their ratios. RESULTS.md gets the machine, the goals the issues set with the measured
 figure and whether it is met, then each benchmark's table and the command that reproduces it.
 `--quick` runs every benchmark with fewer repeats (a smoke run of this script; its figures are noisier).
+`--only NAME ...` re-runs those and keeps the other benchmarks' sections and goal rows from the file.
 """
 
 import argparse
@@ -37,7 +38,13 @@ BENCHMARKS = {
     "startup": (
         ["startup.py", "--repeats", "5"],
         ["--repeats", "1"],
-        "start-up time and the heavy packages each command imports (issue 9)",
+        "start-up time against the floors (import torch, import lightning) and the heavy packages each command "
+        "imports (issues 9, 15)",
+    ),
+    "threads": (
+        ["threads.py", "--repeats", "2"],
+        ["--repeats", "1"],
+        "trainer.threads=auto vs torch's default threads and 1 thread, idle and with one core busy (issue 15)",
     ),
     "params": (
         ["params_meta.py", "--repeats", "3"],
@@ -61,7 +68,13 @@ GOALS = [
     ("throughput", "ratio_median cnncli train (defaults: rich progress bar)", ">= 0.9", lambda v: v >= 0.9),
     ("time-to-accuracy", "time_to_accuracy_ratio", "<= 1.15", lambda v: v <= 1.15),
     ("time-to-accuracy", "both_reached_accuracy", "true", lambda v: v is True),
-    ("startup", "import_goals_met", "true (params: no Lightning; train: no onnx)", lambda v: v is True),
+    ("startup", "all_goals_met", "true (each command's row below)", lambda v: v is True),
+    ("startup", "train_help_s", "<= 1.0 s, no torch", lambda v: v <= 1.0),
+    ("startup", "params_over_torch_s", "<= 0.7 s over import torch", lambda v: v <= 0.7),
+    ("startup", "train_one_batch_over_lightning_s", "<= 0.5 s over import lightning", lambda v: v <= 0.5),
+    ("startup", "predict_onnx_s", "<= 1.0 s, no torch", lambda v: v <= 1.0),
+    ("threads", "worst_auto_over_best_fixed", "<= 1.05", lambda v: v <= 1.05),
+    ("threads", "quick_start_busy_over_idle", "<= 1.3", lambda v: v <= 1.3),
     ("params", "largest_rss_increase_mib", "< 50 MiB over lenet5", lambda v: v < 50),
 ]
 
@@ -136,6 +149,15 @@ def main() -> None:
         value = results[name]["headline"].get(key)
         verdict = "not measured" if value is None else ("met" if met(value) else "**not met**")
         goal_rows.append(f"| {name} | {key} | {value} | {goal} | {verdict} |")
+    old = args.out.read_text() if args.out.is_file() else ""
+    if args.only:  # the benchmarks not re-run keep their goal rows and sections, in BENCHMARKS order
+        parts = _old_parts(old)
+        kept = {name: part for name, part in parts.items() if name in BENCHMARKS and name not in chosen}
+        ordered = {**dict.fromkeys(BENCHMARKS), **kept, **dict(zip(chosen, sections))}
+        sections = [section for section in ordered.values() if section]
+        old_rows = [line for line in parts.get("Goals", "").splitlines() if line.startswith("| ")]
+        goal_rows += [row for row in old_rows if row.split("|")[1].strip() in set(BENCHMARKS) - set(chosen)]
+        goal_rows.sort(key=lambda row: list(BENCHMARKS).index(row.split("|")[1].strip()))
     text = "\n".join(
         [
             "# cnncli benchmarks",
@@ -155,10 +177,15 @@ def main() -> None:
         ]
     )
     # the hand-written notes at the end of the file outlive a re-run
-    old = args.out.read_text() if args.out.is_file() else ""
     notes = old[old.index(NOTES) :] if NOTES in old else ""
     args.out.write_text(text + ("\n" + notes if notes else ""))
     print(f"wrote {args.out}")
+
+
+def _old_parts(text: str) -> dict[str, str]:
+    """The `## name` parts of an earlier RESULTS.md, by name (the hand-written notes left out)."""
+    body = text[: text.index(NOTES)] if NOTES in text else text
+    return {part.split("\n", 1)[0]: f"## {part.rstrip()}\n" for part in body.split("\n## ")[1:]}
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ def main() -> None:
         f"trainer.max_epochs={1 + args.epochs}",
         f"trainer.enable_progress_bar={str(args.progress_bar).lower()}",
         "callbacks.early_stopping.patience=1000",
+        f"trainer.threads={torch.get_num_threads()}",  # as the comparison runs (auto: benchmarks/threads.py)
     ]
     with tempfile.TemporaryDirectory() as run_dir:
         train(compose_train(overrides, Path(run_dir)), callbacks=(stamps,))

@@ -32,6 +32,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     check_number(cfg, "data.image_size", 1, integer=True)
     check_number(cfg, "data.num_classes", 2, integer=True)
     check_number(cfg, "trainer.max_epochs", 1, integer=True)
+    if OmegaConf.select(cfg, "trainer.threads", default="auto") != "auto":
+        check_number(cfg, "trainer.threads", 1, integer=True)
     class_names = OmegaConf.select(cfg, "data.class_names", default=None)
     if class_names is not None and len(class_names) != cfg.data.num_classes:
         raise ConfigError("data.class_names", f"has {len(class_names)} names for {cfg.data.num_classes} classes")

@@ -119,7 +119,7 @@ def history(run_dir: Path) -> list[dict]:
 
 
 def summarize(run_dir: Path, cfg, history: list[dict], checkpoint, early_stopping, params: int, wall_time_s: float,
-              test: dict, interrupted: bool) -> dict:  # fmt: skip
+              test: dict, interrupted: bool, threads: dict | None = None) -> dict:  # fmt: skip
     """summary.json of a run that trained: final, best (by the checkpoint callback's monitored metric) and test
     metrics, the epoch rows, and where the best weights are."""
     return {
@@ -130,6 +130,7 @@ def summarize(run_dir: Path, cfg, history: list[dict], checkpoint, early_stoppin
         "params": params,
         "epochs": len(history),
         "wall_time_s": round(wall_time_s, 2),
+        "threads": threads,  # the CPU threads and why (cnncli.trainer.choose_threads)
         "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
         "best": best_row(history, checkpoint),
         "final": history[-1] if history else {},

@@ -1,8 +1,11 @@
 """The Lightning Trainer a run config describes: its callbacks and loggers, checked speed options
-(precision, channels_last, compile), and how a signal ends a run."""
+(precision, channels_last, compile), the CPU threads a run uses, and how a signal ends a run."""
 
 import logging
+import os
 import signal
+import statistics
+import time
 import warnings
 from pathlib import Path
 
@@ -35,7 +38,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> L.Tr
     progress_bar = cfg.trainer.get("enable_progress_bar", True)
     try:
         return L.Trainer(
-            **cfg.trainer,
+            **{key: value for key, value in cfg.trainer.items() if key != "threads"},  # threads: choose_threads
             # trainer.enable_progress_bar=false turns the progress bar callback off too
             callbacks=[*_build("callbacks", cfg.callbacks, skip=() if progress_bar else ("progress_bar",)), *callbacks],
             logger=_build_loggers(cfg.logger) or False,
@@ -92,6 +95,67 @@ def prepare_model(cfg: DictConfig, model: nn.Module) -> nn.Module:
     if cfg.compile:
         model.compile(**({} if cfg.compile is True else {"backend": cfg.compile}))
     return model
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # the user's choice for torch's thread pool
+
+
+class ThreadChoice(L.Callback):
+    """The CPU threads of a run, set on purpose; `result` says how many and why (summary.json `threads`).
+
+    `trainer.threads: N` is used as given, and OMP_NUM_THREADS / MKL_NUM_THREADS are respected. With `auto`
+    the first training steps are timed (from one step's end to the next: data, forward, backward, optimizer,
+    logging) with 1, 2, 4, ... threads up to the cores left to this process (DataLoader workers take theirs),
+    taking turns, `steps` each; the fastest by median is kept for the rest of the run. For the small networks
+    of the course one thread wins: more only add synchronization to thousands of tiny operations, and on a
+    busy machine they wait for cores another process holds. GPU runs and DDP (Lightning sets each rank's
+    threads) keep torch's."""
+
+    def __init__(self, cfg: DictConfig, workers: int, steps: int = 5):
+        setting = cfg.trainer.get("threads", "auto")
+        variable = next((name for name in THREAD_VARIABLES if os.environ.get(name)), None)
+        self.candidates, self.times, self.steps = [], {}, steps
+        if setting != "auto":
+            torch.set_num_threads(setting)
+            self.result = {"threads": setting, "chosen_by": "trainer.threads"}
+        elif variable:
+            self.result = {"threads": torch.get_num_threads(), "chosen_by": f"{variable}={os.environ[variable]}"}
+        elif not _single_cpu_process(cfg):
+            self.result = {"threads": torch.get_num_threads(), "chosen_by": "torch (a GPU or DDP run)"}
+        else:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            most = max(1, cores - workers)
+            self.candidates = sorted({1, most, *(2**k for k in range(1, most.bit_length()) if 2**k < most)})
+            self.times = {n: [] for n in self.candidates}
+            self.result = {"threads": most, "chosen_by": "too few training steps to time", "cores": cores,
+                           "workers": workers}  # fmt: skip
+            torch.set_num_threads(most)
+        self.timing, self.last = bool(self.candidates) and len(self.candidates) > 1, None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not self.timing:
+            return
+        now = time.perf_counter()
+        if self.last is not None:
+            self.times[torch.get_num_threads()].append(now - self.last)
+        if all(len(times) >= self.steps for times in self.times.values()):
+            step_ms = {n: round(1000 * statistics.median(times), 3) for n, times in self.times.items()}
+            threads = min(step_ms, key=step_ms.get)
+            self.result |= {"threads": threads, "chosen_by": "the fastest of the first steps", "step_ms": step_ms}
+            self.timing = False
+        else:  # the next candidate, in turns, so a change of load falls on all of them
+            threads = min(self.candidates, key=lambda n: (len(self.times[n]), n))
+        torch.set_num_threads(threads)
+        self.last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.last = None  # validation runs between epochs: not a training step
+
+
+def _single_cpu_process(cfg: DictConfig) -> bool:
+    accelerator, devices = cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", "auto")
+    on_cpu = accelerator == "cpu" or accelerator == "auto" and not torch.cuda.is_available()
+    return on_cpu and devices in (1, "1", "auto") and cfg.trainer.get("num_nodes", 1) == 1
 
 
 class Interrupted(UserError):

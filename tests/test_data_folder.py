@@ -404,3 +404,27 @@ def test_cli_empty_class_folder_and_missing_root_are_one_line(tmp_path):
         tmp_path / "nowhere",
         "no such folder",
     )
+
+
+@pytest.mark.parametrize("resize", ["stretch", "center_crop"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_files_are_read_as_torchvision_transforms_read_them(tmp_path, resize, channels):
+    """cnncli/data/images.py reads files with PIL and numpy (so predict from ONNX needs no torch); its pixels
+    are torchvision's Resize (+ CenterCrop) -> PILToTensor -> ToDtype(float32, scale=True), bit for bit."""
+    import numpy as np
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    from torchvision.transforms import v2
+
+    from cnncli.data import images
+
+    assert images.IMAGE_EXTENSIONS == IMG_EXTENSIONS
+    rng = np.random.default_rng(0)
+    for width, height in ((37, 23), (23, 37), (50, 50), (9, 64)):
+        path = tmp_path / f"{width}x{height}.png"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+        fit = [v2.Resize((17, 17), antialias=True)]
+        if resize == "center_crop":
+            fit = [v2.Resize(17, antialias=True), v2.CenterCrop(17)]
+        pipeline = v2.Compose([*fit, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
+        expected = pipeline(Image.open(path).convert(images.MODES[channels]))
+        assert np.array_equal(images.read(str(path), channels, 17, resize), expected.numpy())

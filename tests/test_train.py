@@ -26,6 +26,8 @@ def test_default_run_reaches_95_percent_and_writes_every_file(default_run):
     assert summary["model"] == "cnncli.models.lenet.lenet5" and summary["data"] == "digits"
     assert summary["params"] == 61_706
     assert summary["test"]["test/acc1"] >= 0.95
+    threads = summary["threads"]  # trainer.threads=auto: timed the first steps on 1 and 2 threads (or respected OMP)
+    assert threads["chosen_by"] in ("the fastest of the first steps", "OMP_NUM_THREADS=1") or threads["cores"] == 1
     assert summary["test"]["test/acc5"] >= summary["test"]["test/acc1"]
     for name in ("config.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.csv", "train.log"):
         assert (default_run / name).is_file(), name

@@ -35,7 +35,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     from cnncli.models import build_model, model_parts
     from cnncli.resume import keep_metrics_csv, resume_checkpoint
     from cnncli.tasks import classification as task
-    from cnncli.trainer import build_trainer, check_speed_options, interrupted, prepare_model
+    from cnncli.trainer import ThreadChoice, build_trainer, check_speed_options, interrupted, prepare_model
 
     optimization = optim.optimization(cfg)  # factories, checked now; the module builds them once
     check_speed_options(cfg)
@@ -54,7 +54,8 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization)
     head = model_parts(run_config["model"], model).head
     module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
-    trainer = build_trainer(cfg, run_dir, callbacks)
+    threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
+    trainer = build_trainer(cfg, run_dir, (threads, *callbacks))
     if resume and is_rank_zero:
         keep_metrics_csv(trainer, resume)
 
@@ -75,7 +76,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     # read now: testing the best checkpoint below restores the callbacks' state saved with it
     summary = runs.summarize(run_dir, cfg, module.history, trainer.checkpoint_callback,
                              trainer.early_stopping_callback, params, time.perf_counter() - started, test={},
-                             interrupted=trainer.interrupted)  # fmt: skip
+                             interrupted=trainer.interrupted, threads=threads.result)  # fmt: skip
     for logger in trainer.loggers:  # and where its weights are
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         logger.log_hyperparams({"best_checkpoint": summary["best_checkpoint"], "last_checkpoint": last})

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cnncli.errors import UserError
 
-# torchvision's IMG_EXTENSIONS (tests/test_imports.py checks they are the same), here so that listing image
+# torchvision's IMG_EXTENSIONS (tests/test_data_folder.py checks they are the same), here so that listing image
 # files does not import torchvision
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 RESIZE = ("stretch", "center_crop")
