@@ -7,10 +7,12 @@ parses is written here, once: the program (a module's PROGRAM, else `cnncli <sub
 overrides, which a module's `command_line(args)` may rewrite first (train: resume=; viz: the mode word).
 """
 
+import atexit
 import importlib
 import importlib.util
 import os
 import sys
+import threading
 
 from cnncli import __version__
 from cnncli.errors import reports_user_errors
@@ -41,6 +43,30 @@ subcommands:
 
 `cnncli <subcommand> --help` lists that subcommand's config groups and options.
 """
+
+
+def console() -> None:
+    """The `cnncli` command (pyproject.toml [project.scripts], python -m cnncli): main(), then exit as
+    Python would, without its finalization. Once torch is imported, clearing every module and object at
+    exit takes about a second, longer than most commands; the exit itself stays as Python's: threads are
+    joined and atexit handlers run (logging closes its files, multiprocessing ends its workers), then
+    stdout and stderr are flushed. An uncaught exception exits the usual way, with its traceback."""
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python reports it
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # what Python's own exit does first: wait for the threads that are not daemons
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (cnncli params | head): nothing more can be written
+            pass
+    os._exit(code or 0)
 
 
 def main() -> None:

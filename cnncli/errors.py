@@ -1,6 +1,7 @@
 """Errors a user can fix: reported as one line, never as a traceback."""
 
 import functools
+import os
 import sys
 
 
@@ -42,5 +43,8 @@ def reports_user_errors(fn):
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
+        except BrokenPipeError:  # the reader left (cnncli params model=vgg16 | head): nothing more to write
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail
+            sys.exit(1)  # as rich's Console does when its pipe closes
 
     return wrapper

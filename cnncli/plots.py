@@ -65,7 +65,8 @@ def plot_curves(
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    # fixed margins for this fixed-size figure: what tight_layout finds, without its 0.07 s a run
+    fig.subplots_adjust(left=0.045, right=0.99, bottom=0.12, top=0.93, wspace=0.26)
     return _save(fig, path)
 
 

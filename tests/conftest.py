@@ -34,8 +34,8 @@ def cnncli_imports(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, 
         "def write(): open(OUT, 'w').write(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
         "atexit.register(write)\n"
         f"sys.argv = ['cnncli', *{list(args)!r}]\n"
-        "from cnncli.cli import main\n"
-        "main()\n"
+        "from cnncli.cli import console\n"
+        "console()\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],

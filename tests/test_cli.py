@@ -1,6 +1,8 @@
 """The command line as a user meets it: help, dispatch, Hydra's flags, and one-line errors."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import cnncli, cnncli_here
@@ -119,3 +121,40 @@ def test_a_missing_extra_is_named_in_one_line(command, package, extra, monkeypat
         cli.main()
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip() == f'error: cnncli {command} needs {package}: pip install "cnncli[{extra}]"'
+
+
+def test_the_command_exits_without_finalization_but_as_python_exits(tmp_path):
+    """cnncli.cli.console skips Python's finalization (about 1 s after a torch import): threads are still
+    joined, atexit handlers run and the output flushed, and the exit code is the command's."""
+    program = (
+        "import atexit, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "atexit.register(lambda: Path('atexit.txt').write_text('ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), Path('thread.txt').write_text('joined'))).start()\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "sys.argv = ['cnncli', *sys.argv[1:]]\n"
+        "from cnncli.cli import console\n"
+        "console()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program, "--version"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "buffered, no newlinecnncli 0.1.0\n"
+    assert (tmp_path / "atexit.txt").read_text() == "ran" and (tmp_path / "thread.txt").read_text() == "joined"
+    refused = subprocess.run(
+        [sys.executable, "-c", program, "train", "seed=-1"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and refused.stderr.strip().endswith("seed: must be an integer >= 0, got -1")
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(tmp_path):
+    """`cnncli params model=vgg16 | head`: the reader may leave before the table is written (`true` leaves at
+    once); no traceback, exit 1 (as rich does for the tables it prints; print() gets the same here)."""
+    result = subprocess.run(
+        "cnncli params model=lenet5 | true; echo ${PIPESTATUS[0]}",
+        shell=True, executable="/bin/bash", cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.stderr == "" and result.stdout == "1\n", result.stderr[-2000:]
+    plain = subprocess.run(  # the totals below the table are print()ed
+        "cnncli params model=lenet5 format=csv | true; echo ${PIPESTATUS[0]}",
+        shell=True, executable="/bin/bash", cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert plain.stderr == "" and plain.stdout == "1\n", plain.stderr[-2000:]

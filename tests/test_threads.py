@@ -42,8 +42,8 @@ def test_gpu_and_ddp_runs_keep_torchs_threads():
 
 
 def test_auto_times_each_candidate_in_turns_and_keeps_the_fastest(monkeypatch):
-    """8 cores, 2 of them for DataLoader workers: 1, 2, 4 and 6 threads are tried, 5 steps each, in turns;
-    the steps are made fastest on 4 threads, slowest on 1."""
+    """8 cores, 2 of them for DataLoader workers: 1, 2, 4 and 6 threads are tried in turns; the steps are
+    made fastest on 4 threads, and the others, 1.5x slower or more after two steps each, are dropped."""
     monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda pid: set(range(8)))
     choice = trainer.ThreadChoice(config(), workers=2, steps=5)
     assert choice.candidates == [1, 2, 4, 6] and torch.get_num_threads() == 6
@@ -57,6 +57,7 @@ def test_auto_times_each_candidate_in_turns_and_keeps_the_fastest(monkeypatch):
         now[0] += seconds[torch.get_num_threads()]
         choice.on_train_batch_end(None, None, None, None, 0)
     assert used[1:9] == [1, 2, 4, 6, 1, 2, 4, 6]  # after the untimed first step, in turns
+    assert used[9:] == [4, 4, 4] and {n: len(t) for n, t in choice.times.items()} == {1: 2, 2: 2, 4: 5, 6: 2}
     assert choice.result["threads"] == 4 and torch.get_num_threads() == 4
     assert choice.result["step_ms"] == {1: 4.0, 2: 3.0, 4: 1.0, 6: 2.0}
     assert choice.result["chosen_by"] == "the fastest of the first steps"

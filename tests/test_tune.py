@@ -9,6 +9,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy.exc
 import yaml
 from conftest import QUIET, cnncli
 
@@ -52,7 +53,7 @@ def study(tmp_path_factory):
                 optuna.load_study(study_name="two_lrs", storage=storage).get_trials(states=FINISHED)
             ) >= 2:
                 break
-        except KeyError:  # the database is there, the study not yet
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the database is there, its tables or study not yet
             pass
     first.send_signal(signal.SIGKILL)
     first.wait()
