@@ -76,3 +76,15 @@ def test_validation_between_epochs_is_not_a_step(monkeypatch):
 def test_a_bad_count_is_one_line():
     with pytest.raises(ConfigError, match=r"^trainer.threads: must be an integer >= 1, got 0$"):
         validate_train_config(OmegaConf.create({"trainer": {"threads": 0}}))
+
+
+def test_more_threads_must_be_more_than_10_percent_faster(monkeypatch):
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda pid: {0, 1})
+    for two_threads, chosen in ((0.0095, 1), (0.0085, 2)):  # one thread: 10 ms a step
+        choice = trainer.ThreadChoice(config(), workers=0, steps=3)
+        now = [0.0]
+        monkeypatch.setattr(trainer.time, "perf_counter", lambda now=now: now[0])
+        while choice.timing:
+            now[0] += {1: 0.010, 2: two_threads}[torch.get_num_threads()]
+            choice.on_train_batch_end(None, None, None, None, 0)
+        assert choice.result["threads"] == chosen and torch.get_num_threads() == chosen
