@@ -42,7 +42,7 @@ BENCHMARKS = {
         "imports (issues 9, 15)",
     ),
     "threads": (
-        ["threads.py", "--repeats", "2"],
+        ["threads.py", "--repeats", "4"],
         ["--repeats", "1"],
         "trainer.threads=auto vs torch's default threads and 1 thread, idle and with one core busy (issue 15)",
     ),

@@ -106,7 +106,7 @@ class ThreadChoice(L.Callback):
     `trainer.threads: N` is used as given, and OMP_NUM_THREADS / MKL_NUM_THREADS are respected. With `auto`
     the first training steps are timed (from one step's end to the next: data, forward, backward, optimizer,
     logging) with 1, 2, 4, ... threads up to the cores left to this process (DataLoader workers take theirs),
-    taking turns, `steps` each (a count 1.5x slower than the best after two steps is dropped); the fewest
+    taking turns, `steps` each (a count 2x slower than the best after a step, 1.5x after two, is dropped); the fewest
     threads within 10% of the fastest median are kept for the rest of the run. For the small networks of the
     course one thread wins: more only add synchronization to thousands of tiny operations, and on a busy
     machine they wait for cores another process holds. GPU runs and DDP (Lightning sets each rank's threads)
@@ -128,9 +128,9 @@ class ThreadChoice(L.Callback):
             most = max(1, cores - workers)
             self.candidates = sorted({1, most, *(2**k for k in range(1, most.bit_length()) if 2**k < most)})
             self.times = {n: [] for n in self.candidates}
-            self.result = {"threads": most, "chosen_by": "too few training steps to time", "cores": cores,
+            self.result = {"threads": 1, "chosen_by": "too few training steps to time", "cores": cores,
                            "workers": workers}  # fmt: skip
-            torch.set_num_threads(most)
+            torch.set_num_threads(1)  # the first, untimed step: on one thread, which is never a bad choice
         self.timing, self.last = bool(self.candidates) and len(self.candidates) > 1, None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -140,9 +140,14 @@ class ThreadChoice(L.Callback):
         if self.last is not None:
             self.times[torch.get_num_threads()].append(now - self.last)
         median = {n: statistics.median(times) for n, times in self.times.items() if times}
-        # a count already 1.5x slower than the best after two steps is timed no more: on a busy core each of
-        # its steps costs several of the others
-        active = [n for n in self.candidates if len(self.times[n]) < 2 or median[n] <= 1.5 * min(median.values())]
+        # a count 2x slower than the best after one step, or 1.5x after two, is timed no more: on a busy core
+        # each of its steps costs several of the others'
+        best = min(median.values(), default=0)
+        active = [
+            n
+            for n in self.candidates
+            if not self.times[n] or median[n] <= (2 if len(self.times[n]) == 1 else 1.5) * best
+        ]
         if all(len(self.times[n]) >= self.steps for n in active):
             step_ms = {n: round(1000 * m, 3) for n, m in median.items()}
             # more threads must earn their keep: the fewest within 10% of the fastest (their cost grows when
