@@ -1,16 +1,6 @@
-"""How `cnncli tune` searches (the command: cnncli/commands/tune.py), with Optuna over `cnncli train` runs.
-
-    cnncli tune [hparams_search=NAME] [study.n_trials=N] [train overrides...]
-
-The search space is conf/hparams_search/NAME.yaml: each key a `cnncli train` override, each value an Optuna
-distribution. Each trial composes its config from the train defaults, the command's train overrides and
-its sampled values (Hydra's compose API), trains into <study folder>/<trial number>/ and reports the
-monitored metric after every validation epoch; the pruner (median rule) stops an unpromising trial early.
-The study lives in SQLite (study.storage): the same command resumes an interrupted search, several
-processes on one storage share the work, and Optuna's own tools (optuna-dashboard) read it. At the end:
-the leaderboard of every trial, the best parameters and best.yaml, a config that re-runs the best trial:
-`cnncli train --config-dir <study folder> --config-name best`.
-"""
+"""The search behind `cnncli tune` (the command, its usage and what it writes: cnncli/commands/tune.py):
+the search space checked as Optuna distributions, each trial's train config composed with Hydra's compose
+API, the pruning callback, the SQLite study and, at the end, the leaderboard and best.yaml."""
 
 import sys
 import warnings
