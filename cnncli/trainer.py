@@ -110,7 +110,8 @@ class ThreadChoice(L.Callback):
     threads within 10% of the fastest median are kept for the rest of the run. For the small networks of the
     course one thread wins: more only add synchronization to thousands of tiny operations, and on a busy
     machine they wait for cores another process holds. GPU runs and DDP (Lightning sets each rank's threads)
-    keep torch's."""
+    keep torch's. Float sums depend on the thread count, so a run that is timed may differ from another of the
+    same seed in its last digits; `trainer.deterministic=true` uses the cores left, untimed."""
 
     def __init__(self, cfg: DictConfig, workers: int, steps: int = 5):
         setting = cfg.trainer.get("threads", "auto")
@@ -126,11 +127,15 @@ class ThreadChoice(L.Callback):
         else:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             most = max(1, cores - workers)
-            self.candidates = sorted({1, most, *(2**k for k in range(1, most.bit_length()) if 2**k < most)})
-            self.times = {n: [] for n in self.candidates}
-            self.result = {"threads": 1, "chosen_by": "too few training steps to time", "cores": cores,
-                           "workers": workers}  # fmt: skip
-            torch.set_num_threads(1)  # the first, untimed step: on one thread, which is never a bad choice
+            self.result = {"cores": cores, "workers": workers}
+            if cfg.trainer.get("deterministic"):  # timing could pick another count next run, and sums change with it
+                torch.set_num_threads(most)
+                self.result |= {"threads": most, "chosen_by": "trainer.deterministic: the cores left, not timed"}
+            else:
+                self.candidates = sorted({1, most, *(2**k for k in range(1, most.bit_length()) if 2**k < most)})
+                self.times = {n: [] for n in self.candidates}
+                self.result |= {"threads": 1, "chosen_by": "too few training steps to time"}
+                torch.set_num_threads(1)  # the first, untimed step: on one thread, which is never a bad choice
         self.timing, self.last = bool(self.candidates) and len(self.candidates) > 1, None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:

@@ -88,3 +88,16 @@ def test_more_threads_must_be_more_than_10_percent_faster(monkeypatch):
             now[0] += {1: 0.010, 2: two_threads}[torch.get_num_threads()]
             choice.on_train_batch_end(None, None, None, None, 0)
         assert choice.result["threads"] == chosen and torch.get_num_threads() == chosen
+
+
+def test_a_deterministic_run_is_not_timed(monkeypatch):
+    """Float sums change with the thread count: a run that must repeat exactly uses the cores left, untimed."""
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda pid: set(range(4)))
+    choice = trainer.ThreadChoice(config(deterministic=True), workers=1)
+    assert not choice.timing and torch.get_num_threads() == 3
+    assert choice.result == {
+        "cores": 4,
+        "workers": 1,
+        "threads": 3,
+        "chosen_by": "trainer.deterministic: the cores left, not timed",
+    }

@@ -30,6 +30,7 @@ ARGS = [
     "study.heartbeat_s=1",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=5",
+    "trainer.threads=1",  # trials of the same rate must score the same (the pruning checks): a fixed count
     "test=false",
     *QUIET,
 ]

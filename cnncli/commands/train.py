@@ -45,6 +45,8 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     resume = resume_checkpoint(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = call_target("data", cfg.data, augment=build_augmentation(cfg.augmentation, cfg.data.image_size))
+    # set before anything is computed: the data's statistics are float sums too, which the thread count changes
+    threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
     model = build_model(cfg.model)
     datamodule.setup("fit")
     run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -54,7 +56,6 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization)
     head = model_parts(run_config["model"], model).head
     module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
-    threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
     trainer = build_trainer(cfg, run_dir, (threads, *callbacks))
     if resume and is_rank_zero:
         keep_metrics_csv(trainer, resume)
