@@ -92,12 +92,36 @@ def _factory(group: str, cfg: DictConfig, own_keys: tuple[str, ...], first: str)
     if options.get("_partial_") is not True:
         raise ConfigError(f"{group}._partial_", f"must be true: cnncli passes the {first} when it builds {target}")
     cls = import_target(group, target)
-    takes = [name for name in inspect.signature(cls).parameters if name != first]
-    for key in options:
-        if not key.startswith("_") and key not in takes:
-            allowed = ", ".join([*takes, *own_keys])
+    parameters = {name: p for name, p in inspect.signature(cls).parameters.items() if name != first}
+    for key, value in options.items():
+        if not key.startswith("_") and key not in parameters:
+            allowed = ", ".join([*parameters, *own_keys])
             raise ConfigError(f"{group}.{key}", f"{cls.__name__} takes no option {key!r}; it takes: {allowed}")
+        if not key.startswith("_"):
+            _check_type(f"{group}.{key}", value, parameters[key])
     return hydra.utils.instantiate(options, _convert_="all"), own
+
+
+def _check_type(key: str, value, parameter: inspect.Parameter) -> None:
+    """torch's classes take a wrong type silently: MultiStepLR(milestones=["a", "b"]) never decays, a rate
+    given as text fails deep inside the first step. A value must have the type of the option's default (or
+    its annotation, int or float, where it has none); milestones must be increasing epoch (or step) numbers."""
+    default = parameter.default
+    if default is inspect.Parameter.empty and parameter.annotation in (int, float, "int", "float"):
+        default = 0
+
+    def is_number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if key.endswith(".milestones"):
+        if not isinstance(value, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in value):
+            raise ConfigError(key, f"must be a list of integers (epochs, or steps), got {value!r}")
+        if value != sorted(set(value)) or any(m < 0 for m in value):
+            raise ConfigError(key, f"must be increasing integers >= 0, got {value!r}")
+    elif isinstance(default, bool) and not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    elif is_number(default) and not is_number(value):
+        raise ConfigError(key, f"must be a number, got {value!r}")
 
 
 def _build(group: str, factory: Callable, *args, **options):

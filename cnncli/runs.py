@@ -8,23 +8,121 @@ and yaml are read here: no torch, no Lightning.
 """
 
 import csv
+import fcntl
 import json
+import logging
 import os
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import yaml
+from hydra.experimental.callback import Callback
 
 from cnncli.errors import UserError
 
 SUMMARY = "summary.json"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
+LOCK = ".lock"  # held (flock) by the process writing the folder; the kernel releases it when that process ends
 
 
 def run_folder(ckpt_path: Path) -> Path:
     """runs/<run>/checkpoints/best.ckpt -> runs/<run>; a checkpoint elsewhere -> its own folder."""
     folder = Path(ckpt_path).resolve().parent
     return folder.parent if folder.name == "checkpoints" else folder
+
+
+# ------------------------------------------------------------------------------------- guarding a run folder
+
+_claimed: dict[Path, tuple] = {}  # run folders this process holds: (open lock file, whether it created them)
+
+
+def is_run(folder: Path) -> bool:
+    """A run's folder, or a sweep's (Hydra's multirun.yaml)."""
+    return any((Path(folder) / name).is_file() for name in (SUMMARY, OVERRIDES, "multirun.yaml"))
+
+
+def claim(folder: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Take a run folder for this process before anything is written into it: locked while the run lasts (a
+    second run into it stops in one line), and a folder holding a run is never written over unless the run
+    is resumed or `overwrite=true` was given (then its files are removed first). The lock file stays in the
+    folder (removing it would let two processes lock two different files)."""
+    folder = Path(folder).resolve()
+    if folder in _claimed:
+        return
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"run folder {folder} is a file")
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / LOCK, "a+")  # noqa: SIM115 (held open while the run lasts: closing it unlocks)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "another process"
+        lock.close()
+        raise UserError(
+            f"run folder {folder} is in use by another cnncli run ({owner}); choose another hydra.run.dir"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    _claimed[folder] = (lock, created)
+    contents = [entry for entry in folder.iterdir() if entry.name != LOCK]
+    if not contents or resume:
+        return
+    if not is_run(folder):
+        release(folder)
+        raise UserError(f"{folder} is not empty and holds no cnncli run: choose another (or an empty) folder")
+    if not overwrite:
+        release(folder)
+        how = "" if (folder / "multirun.yaml").is_file() else f"resume={folder} continues it; "
+        raise UserError(f"{folder} holds a run already: {how}overwrite=true replaces it")
+    for entry in contents:
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def release(folder: Path, *, discard: bool = False) -> None:
+    """Unlock a claimed folder; `discard`: remove it first if this process created it and no training was
+    recorded in it (a config error leaves no run folder behind)."""
+    folder = Path(folder).resolve()
+    if folder not in _claimed:
+        return
+    lock, created = _claimed.pop(folder)
+    if discard and created and not (folder / SUMMARY).exists() and not (folder / "checkpoints").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    lock.close()
+
+
+class RunFolderGuard(Callback):
+    """Hydra callback (conf/train.yaml hydra.callbacks): claims the run folder (or a multirun's sweep folder)
+    before Hydra writes its .hydra/ files into it. (A DDP rank above 0 runs without it, in rank 0's folder.)"""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        self._claim(config.hydra.run.dir, config)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._claim(config.hydra.sweep.dir, config)
+
+    @staticmethod
+    def _claim(folder: str, config) -> None:
+        try:
+            claim(Path(folder), resume=bool(config.get("resume")), overwrite=config.get("overwrite") is True)
+        except UserError as e:  # Hydra would print a callback's exception with a traceback
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
+
+
+class TerminalLog(logging.StreamHandler):
+    """The run's log lines in the terminal (conf/hydra/job_logging/run.yaml): written to sys.stdout as it is
+    when each line is logged, so they appear above rich's live progress bar (which swaps sys.stdout for a proxy
+    while it is shown) instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
 
 
 def find_runs(path: Path) -> list[Path]:

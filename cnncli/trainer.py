@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from torch import nn
 
@@ -97,6 +98,27 @@ def prepare_model(cfg: DictConfig, model: nn.Module) -> nn.Module:
     return model
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with `last.ckpt` written at the end of every epoch. Lightning (2.6) writes
+    `last` only after a top-k save, i.e. when the monitored metric improved: a run killed after epochs without
+    improvement would resume from the best epoch and train the later ones again."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def _save_last_every_epoch(self, trainer) -> None:
+        # skipped when this step was saved already (a top-k save writes last too), in the sanity check, ...
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # the user's choice for torch's thread pool
 
 
@@ -179,12 +201,23 @@ class Interrupted(UserError):
     """SIGINT or SIGTERM: the run stopped at the end of a batch; exit code 128 + the signal number."""
 
 
-def interrupted(trainer: L.Trainer, history: list[dict], run_dir: Path) -> Interrupted:
+def interrupted(trainer: L.Trainer, run_dir: Path) -> Interrupted:
+    """What the stop left, read from checkpoints/last.ckpt itself, and the command that goes on from there."""
+    from cnncli import runs
+    from cnncli.checkpoint import Checkpoint
+
     signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
-    saved = f"checkpoints/last.ckpt holds epoch {history[-1]['epoch']}" if history else "no epoch was completed"
+    last = Path(trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
+    epochs = Checkpoint(last).history if last.is_file() else []
+    if epochs:
+        saved = (
+            f"checkpoints/{last.name} holds epoch {epochs[-1]['epoch']}; continue with: cnncli train resume={run_dir}"
+        )
+    else:
+        again = " ".join(runs.overrides(run_dir))
+        saved = f"no epoch was completed, so there is nothing to resume; start it again with: cnncli train {again}"
     error = Interrupted(
-        f"interrupted by {signum.name} in epoch {trainer.current_epoch} (step {trainer.global_step}); {saved}; "
-        f"continue with: cnncli train resume={run_dir}"
+        f"interrupted by {signum.name} in epoch {trainer.current_epoch} (step {trainer.global_step}); {saved}".rstrip()
     )
     error.exit_code = 128 + signum
     return error

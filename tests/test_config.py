@@ -50,7 +50,7 @@ def test_every_group_option_composes_and_validates(group, option):
     assert cfg.model.in_channels == cfg.data.channels
     assert cfg.model.num_classes == cfg.data.num_classes
     for entry in [*cfg.callbacks.values(), *cfg.logger.values()]:
-        assert entry is None or entry._target_.startswith(("lightning.pytorch.", "cnncli.progress."))
+        assert entry is None or entry._target_.startswith(("lightning.pytorch.", "cnncli.progress.", "cnncli.trainer."))
         assert entry is None or "/tmp/run" in str(entry.get("dirpath", entry.get("save_dir", "/tmp/run")))
 
 
@@ -76,6 +76,12 @@ def test_every_model_option_is_listed_in_the_config_folder():
         ("scheduler=step +scheduler.warmup=3", "scheduler.warmup"),
         ("scheduler=step +scheduler.interval=batch", "scheduler.interval"),
         ("optimizer.backbone_lr_mult=-1", "optimizer.backbone_lr_mult"),
+        # torch takes these silently: milestones as text never decay the rate
+        ("scheduler=multistep scheduler.milestones=[a,b]", "scheduler.milestones"),
+        ("scheduler=multistep scheduler.milestones=[60,30]", "scheduler.milestones"),
+        ("scheduler=step scheduler.gamma=abc", "scheduler.gamma"),
+        ("scheduler=step scheduler.step_size=true", "scheduler.step_size"),
+        ("optimizer=sgd optimizer.nesterov=yes", "optimizer.nesterov"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(override, key):
@@ -158,3 +164,17 @@ def test_bad_normalization_is_a_config_error_for_in_memory_and_folder_data(norma
         with pytest.raises(ConfigError) as error:
             call_target("data", cfg.data)
         assert error.value.key == "data.normalization"
+
+
+@pytest.mark.parametrize(
+    "override", ["callbacks.early_stopping.monitor=val/nonexist", "callbacks.model_checkpoint.monitor=val/acc",
+                 "scheduler=plateau scheduler.monitor=loss"],
+)  # fmt: skip
+def test_a_monitored_metric_must_be_one_that_is_logged(override):
+    from cnncli.tasks.classification import check_monitors
+
+    cfg = compose_train(*override.split(), resolve=True)
+    with pytest.raises(ConfigError) as error:
+        check_monitors(cfg)
+    assert error.value.key == override.split()[-1].split("=")[0]
+    assert "choose from: train/loss, train/acc1, train/acc5, val/loss, val/acc1, val/acc5" in str(error.value)

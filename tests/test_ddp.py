@@ -64,6 +64,7 @@ def test_only_rank_zero_writes_files(ddp_run):
     assert names == sorted(
         [
             ".hydra",
+            ".lock",  # rank 0 holds the run folder (cnncli.runs.claim)
             "checkpoints",
             "config.yaml",
             "curves.png",

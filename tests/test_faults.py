@@ -108,6 +108,9 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(nan_run):
     summary = json.loads((run_dir / "summary.json").read_text())  # the leaderboard lists it, with its epochs
     assert summary["status"] == "failed" and summary["error"] == message.removeprefix("error: ")
     assert [row["epoch"] for row in summary["history"]] == [0, 1] and (run_dir / "curves.png").is_file()
+    log = (run_dir / "train.log").read_text()  # the run's log holds its epochs and its error
+    assert "INFO epoch 0/4  train loss " in log and "INFO epoch 1/4  train loss " in log
+    assert log.strip().splitlines()[-1].endswith(f"ERROR {message}")
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint_and_a_readable_metrics_csv(nan_run):

@@ -5,6 +5,7 @@ import csv
 import json
 import shutil
 import signal
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -138,3 +139,46 @@ def test_resume_of_a_folder_that_is_no_run(tmp_path):
         f"error: resume={tmp_path}: {tmp_path}/.hydra/overrides.yaml not found (resume takes a cnncli train run folder)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_last_checkpoint_is_written_after_every_epoch(straight):
+    """Lightning writes last.ckpt only with a top-k save; here the best epoch is 0 (mode=max on val/loss), so
+    without cnncli.trainer.RunCheckpoint last.ckpt would hold epoch 0 and a kill would lose epochs 1-3."""
+    last = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    best = torch.load(straight / "checkpoints" / "best.ckpt", weights_only=True)
+    assert last["epoch"] == 3 and [row["epoch"] for row in last["history"]] == [0, 1, 2, 3]
+    assert best["epoch"] == 0
+
+
+def test_resume_of_a_finished_run_says_nothing_was_left_to_train(straight, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(straight, copy)
+    kept = {p: p.read_bytes() for p in [copy / "summary.json", *(copy / "checkpoints").iterdir()]}
+    result = cnncli_here("train", f"resume={copy}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"resume: nothing left to train in {copy}: it trained its 4 epochs (trainer.max_epochs=4)" in result.stdout
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_sigterm_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    # one image a step: the first epoch takes seconds, and the signal comes in it
+    process = start(run_dir, "data.batch_size=1", "trainer.max_epochs=2", cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while "INFO run " not in _text(run_dir / "train.log") and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # Lightning installs its signal handlers as the fit starts
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("error: interrupted by SIGTERM in epoch 0 ")
+    assert message.endswith(
+        "no epoch was completed, so there is nothing to resume; start it again with: cnncli train "
+        + " ".join([*QUIET, "data.batch_size=1", "trainer.max_epochs=2"])
+    )
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def _text(path) -> str:
+    return path.read_text() if path.is_file() else ""

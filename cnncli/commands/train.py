@@ -6,6 +6,7 @@ its own place: resuming in cnncli/resume.py, the Trainer, speed options and DDP 
 task's module and reports in cnncli/tasks/classification.py, the run folder in cnncli/runs.py."""
 
 import importlib.util
+import logging
 import os
 import sys
 import time
@@ -20,6 +21,8 @@ from cnncli import config_dir, runs
 from cnncli.config import validate_train_config
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.resume import override_key, resume_arguments
+
+log = logging.getLogger("cnncli")  # the terminal and train.log (conf/hydra/job_logging/run.yaml)
 
 
 def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
@@ -39,12 +42,19 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
 
     optimization = optim.optimization(cfg)  # factories, checked now; the module builds them once
     check_speed_options(cfg)
+    task.check_monitors(cfg)  # a metric name that is never logged would fail after the first epoch
     if cfg.data.get("root"):  # stored absolute, so the checkpoint can be evaluated from any folder
         cfg.data.root = str(Path(cfg.data.root).resolve())
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resume = resume_checkpoint(cfg, run_dir)
+    if resume and (done := finished(cfg, run_dir)):
+        log.info(f"resume: nothing left to train in {run_dir}: {done}")
+        return runs.read_summary(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = call_target("data", cfg.data, augment=build_augmentation(cfg.augmentation, cfg.data.image_size))
+    for key in ("num_classes", "class_names"):  # an image folder's classes are its class folders unless set
+        if cfg.data.get(key) is None and getattr(datamodule, key, None) is not None:
+            cfg.data[key] = getattr(datamodule, key)
     # set before anything is computed: the data's statistics are float sums too, which the thread count changes
     threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
     model = build_model(cfg.model)
@@ -59,6 +69,8 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     trainer = build_trainer(cfg, run_dir, (threads, *callbacks))
     if resume and is_rank_zero:
         keep_metrics_csv(trainer, resume)
+    if is_rank_zero:
+        task.describe_run(cfg, model, datamodule, run_dir)
 
     params = sum(p.numel() for p in model.parameters())
     for logger in trainer.loggers:  # the trackers get what was run and how big it is
@@ -90,8 +102,11 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     runs.write_summary(run_dir, summary)
     task.plot_run(summary, run_dir / "curves.png", cfg.data.num_classes)
     task.print_summary(summary)
+    files = sorted(f"{f.name}/" if f.is_dir() else f.name for f in run_dir.iterdir() if not f.name.startswith("."))
+    tested = "".join(f", {name} {value:.4f}" for name, value in summary["test"].items())
+    logging.getLogger("cnncli.logfile").info(f"{summary['status']}{tested}; {run_dir} holds: {', '.join(files)}")
     if trainer.interrupted:
-        raise interrupted(trainer, module.history, run_dir)
+        raise interrupted(trainer, run_dir)
     return summary
 
 
@@ -102,7 +117,13 @@ def main(cfg: DictConfig) -> None:
     recorded (summary.json: failed, the error's last line) and the sweep goes on; the leaderboard at its
     end lists it and the command exits 1 (cnncli.leaderboard.SweepLeaderboard)."""
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        train(cfg)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            train(cfg)
+        except UserError as e:
+            logging.getLogger("cnncli.logfile").error(f"error: {e}")  # the terminal shows it as its error line
+            runs.release(run_dir, discard=True)  # a bad value or input before any training: no run folder left
+            raise
         return
     try:
         train(cfg)
@@ -125,7 +146,27 @@ def command_line(args: list[str]) -> list[str]:
     if {"-m", "--multirun"} & set(args) and {"-c", "--cfg"} & set(args):
         show_sweep(args)  # Hydra refuses -m with --cfg; a user wants to see what a sweep would run
         sys.exit(0)
-    return [*args, "hydra/job_logging=disabled"] if _is_ddp_rank_above_zero() else args
+    # a DDP rank above 0 writes no log and runs in rank 0's folder, which rank 0 holds (cnncli.runs.claim)
+    return [*args, "hydra/job_logging=disabled", "~hydra.callbacks.run_folder"] if _is_ddp_rank_above_zero() else args
+
+
+def finished(cfg: DictConfig, run_dir: Path) -> str:
+    """Why a run resumed from `run_dir` has nothing left to train ("" if it has): it completed its epochs, or
+    early stopping ended it (its state is resumed too, so it would stop again after one epoch)."""
+    summary = runs.read_summary(run_dir) or {}
+    if summary.get("status") != "completed":
+        return ""
+    if summary.get("stopped_early_at") is not None and cfg.callbacks.get("early_stopping"):
+        return (
+            f"early stopping ended it at epoch {summary['stopped_early_at']}; callbacks.early_stopping=null "
+            "with a larger trainer.max_epochs trains it on"
+        )
+    if summary.get("epochs", 0) >= cfg.trainer.max_epochs:
+        return (
+            f"it trained its {summary['epochs']} epochs (trainer.max_epochs={cfg.trainer.max_epochs}); a larger "
+            "trainer.max_epochs trains it on"
+        )
+    return ""
 
 
 def check_launcher(args: list[str]) -> None:

@@ -3,24 +3,29 @@ measured by top-1/top-5), its epoch metrics, and how a run of it is reported (th
 A sibling task (segmentation) sits beside this file with its own module, metrics and plots, and shares the
 trainer (cnncli/trainer.py), data, run folders (cnncli/runs.py), checkpoints and export."""
 
+import logging
 import math
+import time
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
 from cnncli import checkpoint as ckpt
-from cnncli.errors import UserError
+from cnncli.errors import ConfigError, UserError
 from cnncli.optim import Optimization
 from cnncli.plots import plot_curves
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 SPLITS = ("train", "val", "test")
+METRICS = ("loss", "acc1", "acc5")  # logged per split and epoch as train/loss, val/acc1, ...
+log = logging.getLogger("cnncli")  # the terminal and train.log (conf/hydra/job_logging/run.yaml)
 
 
 class EpochTotals:
@@ -33,7 +38,7 @@ class EpochTotals:
     FLUSH_STEPS, FLUSH_LOGITS = 50, 2**22  # add up after this many steps, or this many pending logits
 
     def __init__(self, num_classes: int):
-        self.top_k = min(5, num_classes)
+        self.num_classes, self.top_k = num_classes, min(5, num_classes)
         self.reset()
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -101,6 +106,7 @@ class ImageClassifier(L.LightningModule):
         self.totals = {split: EpochTotals(num_classes) for split in SPLITS}
         self.history: list[dict] = []  # one row of epoch metrics per training epoch: curves.png, summary.json
         self._val_epoch: tuple[int, dict] | None = None
+        self._epoch_started = 0.0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -139,7 +145,7 @@ class ImageClassifier(L.LightningModule):
         if not math.isfinite(loss.item()):
             checkpoint = self.trainer.checkpoint_callback
             last = checkpoint.last_model_path if checkpoint else ""
-            kept = f"its last good checkpoint is {last}" if last else "no checkpoint was saved"
+            kept = f"its last good checkpoint is {last}" if last and Path(last).is_file() else "no checkpoint was saved"
             raise NonFiniteLoss(
                 f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx} of "
                 f"the epoch); the run stopped, {kept}. Lower optimizer.lr, set trainer.gradient_clip_val or check "
@@ -161,6 +167,9 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.perf_counter()
+
     def on_train_epoch_end(self) -> None:
         # Validation of this epoch has run by now (Lightning validates before the train epoch ends).
         row = {"epoch": self.current_epoch, **self._log_epoch("train")}
@@ -168,6 +177,10 @@ class ImageClassifier(L.LightningModule):
             row.update(self._val_epoch[1])
         row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.history.append(row)
+        if self.trainer.is_global_zero:
+            log.info(epoch_line(row, self.trainer.max_epochs, time.perf_counter() - self._epoch_started))
+            if warning := chance_warning(self.history, self.totals["val"].num_classes):
+                log.warning(warning)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         ckpt.store(checkpoint, self.metadata, self.history)
@@ -196,6 +209,79 @@ def build_module(
         channels_last=cfg.channels_last,
         head=head,
     )
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """The metric names that early stopping, the checkpoint and a plateau schedule watch must be ones this
+    task logs (else Lightning fails at the end of the first epoch, with no checkpoint)."""
+    logged = [f"{split}/{metric}" for split in ("train", "val") for metric in METRICS]
+    for key in ("callbacks.early_stopping.monitor", "callbacks.model_checkpoint.monitor", "scheduler.monitor"):
+        name = OmegaConf.select(cfg, key, default=None)
+        if name is not None and name not in logged:
+            raise ConfigError(key, f"{name!r} is not a logged metric; choose from: {', '.join(logged)}")
+
+
+def epoch_line(row: dict, max_epochs: int, seconds: float) -> str:
+    """One line per epoch, as Keras prints it: epoch, train loss / top-1, val loss / top-1, lr, time."""
+    parts = [f"epoch {row['epoch']}/{max_epochs - 1}"]
+    for split in ("train", "val"):
+        if f"{split}/loss" in row:
+            parts.append(f"{split} loss {row[f'{split}/loss']:.4f} top-1 {100 * row[f'{split}/acc1']:.2f}%")
+    parts += [f"lr {row['lr']:.3g}", f"{seconds:.1f} s"]
+    return "  ".join(parts)
+
+
+def describe_run(cfg: DictConfig, model: nn.Module, datamodule, run_dir) -> None:
+    """What was built, at the start of the run's log, and a warning where the run is unlikely to learn: a batch
+    larger than the training split, a network far larger than its data (trained from scratch)."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sizes = {split: len(dataset) for split, dataset in getattr(datamodule, "splits", {}).items()}
+    images = ", ".join(f"{n} {split}" for split, n in sizes.items())
+    name, data = cfg.model._target_.rsplit(".", 1)[-1], cfg.data.get("name")
+    log.info(
+        f"run {run_dir}: {name} ({params:,} parameters, {trainable:,} trainable) on {data} ({images} images of "
+        f"{cfg.data.channels}x{cfg.data.image_size}x{cfg.data.image_size}, {cfg.data.num_classes} classes), "
+        f"batch {cfg.data.batch_size}, at most {cfg.trainer.max_epochs} epochs"
+    )
+    train_images = sizes.get("train", 0)
+    if train_images and cfg.data.batch_size > train_images:
+        log.warning(
+            f"warning: data.batch_size={cfg.data.batch_size} is larger than the {train_images} training images: "
+            "one step per epoch"
+        )
+    from_scratch = not (cfg.model.get("pretrained") or cfg.model.get("weights"))
+    if train_images and from_scratch and trainable > PARAMS_PER_IMAGE * train_images:
+        log.warning(
+            f"warning: {name} has {trainable:,} trainable parameters for {train_images:,} training images "
+            f"({trainable // train_images:,} per image): from scratch it may not learn at all, and each "
+            f"checkpoint holds about {ckpt_megabytes(trainable, cfg)} MB; a smaller model or model.pretrained=true "
+            "fits this data better"
+        )
+
+
+PARAMS_PER_IMAGE = 1000  # LeNet-5 on digits has 49; VGG-16 on digits 107,000, and it stays at chance
+CHANCE_EPOCHS = 3  # validation epochs at chance level before the run says so
+
+
+def chance_warning(history: list[dict], num_classes: int) -> str | None:
+    """Said once, after the first CHANCE_EPOCHS epochs, if their val top-1 never rose above chance (1 / classes,
+    with a margin): the network is not learning."""
+    rows = [row for row in history if "val/acc1" in row]
+    chance = 1 / num_classes
+    if len(rows) != CHANCE_EPOCHS or any(row["val/acc1"] > 1.2 * chance for row in rows):
+        return None
+    return (
+        f"warning: val top-1 has stayed at chance ({100 * chance:.0f}%) for {CHANCE_EPOCHS} epochs: the network is "
+        "not learning; try a lower optimizer.lr or a smaller model"
+    )
+
+
+def ckpt_megabytes(params: int, cfg: DictConfig) -> int:
+    """float32 weights plus the optimizer's state (Adam keeps two values per weight, SGD with momentum one)."""
+    name = str(cfg.optimizer.get("_target_", "")).lower()
+    copies = 3 if "adam" in name else 2 if cfg.optimizer.get("momentum") else 1
+    return round(params * 4 * copies / 2**20)
 
 
 def plot_run(summary: dict, path, num_classes: int) -> None:
