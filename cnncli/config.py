@@ -35,7 +35,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "trainer.threads", default="auto") != "auto":
         check_number(cfg, "trainer.threads", 1, integer=True)
     class_names = OmegaConf.select(cfg, "data.class_names", default=None)
-    if class_names is not None and len(class_names) != cfg.data.num_classes:
+    # num_classes null: an image folder's class folders (the data module checks class_names against them)
+    if class_names is not None and cfg.data.num_classes is not None and len(class_names) != cfg.data.num_classes:
         raise ConfigError("data.class_names", f"has {len(class_names)} names for {cfg.data.num_classes} classes")
 
 

@@ -12,11 +12,14 @@ import math
 import sys
 from pathlib import Path
 
+import yaml
 from hydra.experimental.callback import Callback
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cnncli import runs
+from cnncli.errors import UserError
 
 # (key in a row, column title); rows are sorted by best val top-1, best first
 COLUMNS = (
@@ -58,16 +61,29 @@ def read_run(run_dir: Path, root: Path) -> dict:
     }
 
 
-def collect(path: Path) -> tuple[list[dict], list[str]]:
-    """The rows under path, best val top-1 first, and the overrides every run shares (shown once, not per
-    row): a sweep's table shows what varies."""
+def collect(path: Path) -> tuple[list[dict], list[str], list[str]]:
+    """The rows under path, best val top-1 first, the overrides every run shares (shown once, not per
+    row: a sweep's table shows what varies), and one note per run left out because a file of it cannot be
+    read (a damaged summary.json must not cost the table of every other run)."""
     path = Path(path)
-    found = runs.find_runs(path)
-    rows, common = [read_run(d, path) for d in found], runs.shared_overrides(found)
+    rows, readable, skipped = [], [], []
+    for run_dir in runs.find_runs(path):
+        name = str(run_dir.relative_to(path)) if run_dir != path else run_dir.name
+        try:
+            rows.append(read_run(run_dir, path))
+        except UserError as e:  # read_summary's one line, naming the file
+            skipped.append(f"skipped run {name}: {e}")
+            continue
+        except yaml.YAMLError as e:
+            problem = str(e).splitlines()[0]
+            skipped.append(f"skipped run {name}: cannot read {run_dir / runs.OVERRIDES}: {problem}")
+            continue
+        readable.append(run_dir)
+    common = runs.shared_overrides(readable)
     for row in rows:
         row["overrides"] = " ".join(o for o in row["overrides"] if o not in common)
     rows.sort(key=lambda r: -r["best_val_acc1"] if r["best_val_acc1"] is not None else math.inf)
-    return rows, common
+    return rows, common, skipped
 
 
 def _cell(key: str, value) -> str:
@@ -96,7 +112,8 @@ def to_csv(rows: list[dict]) -> str:
 
 def to_table(rows: list[dict], common: list[str], title: str) -> Table:
     """The rich table; errors are printed below it, where they have room."""
-    table = Table(title=title, caption=f"every run: {' '.join(common)}" if common else None)
+    # every text is escaped: rich would read an override such as data.class_names=[dog,cat] as markup
+    table = Table(title=escape(title), caption=escape(f"every run: {' '.join(common)}") if common else None)
     columns = [(key, title) for key, title in COLUMNS if key != "error"]
     for key, column in columns:
         if key == "overrides":
@@ -105,14 +122,16 @@ def to_table(rows: list[dict], common: list[str], title: str) -> Table:
             table.add_column(column, justify="left" if key in ("run", "status") else "right", no_wrap=True)
     style = {"failed": "red", "pruned": "yellow", "incomplete": "yellow"}
     for row in rows:
-        table.add_row(*(_cell(k, row[k]) for k, _ in columns), style=style.get(row["status"]))
+        table.add_row(*(escape(_cell(k, row[k])) for k, _ in columns), style=style.get(row["status"]))
     return table
 
 
 def write_leaderboard(path: Path, console: Console | None = None) -> list[dict]:
     """Collect the runs under path, write leaderboard.csv and leaderboard.md beside them, print the table."""
     path = Path(path)
-    rows, common = collect(path)
+    rows, common, skipped = collect(path)
+    for note in skipped:
+        print(f"warning: {note}", file=sys.stderr)
     (path / "leaderboard.csv").write_text(to_csv(rows))
     (path / "leaderboard.md").write_text((f"Every run: `{' '.join(common)}`\n\n" if common else "") + to_markdown(rows))
     console = console or Console(width=None if sys.stdout.isatty() else 160)  # piped: no wrapping at 80
@@ -120,7 +139,7 @@ def write_leaderboard(path: Path, console: Console | None = None) -> list[dict]:
     for row in rows:
         if row["error"]:
             console.print(f"run {row['run']} failed: {row['error']}", style="red", markup=False)
-    console.print(f"leaderboard: {path / 'leaderboard.csv'}, {path / 'leaderboard.md'}")
+    console.print(f"leaderboard: {path / 'leaderboard.csv'}, {path / 'leaderboard.md'}", markup=False)
     return rows
 
 

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,9 +27,14 @@ def plot_curves(
     best_epoch: int | None = None,
     stopped_early_at: int | None = None,
     top5: bool = True,
+    label_smoothing: float | None = None,
 ) -> Figure:
     """Loss, top-1 (and top-5) for train and val by epoch, and the learning rate; the best epoch and the
-    epoch early stopping ended the run are marked on every panel."""
+    epoch early stopping ended the run are marked on every panel. The loss axis names label smoothing when
+    the run trained with it (its loss is then higher than plain cross-entropy); None: read it from the run's
+    config.yaml beside `path`, which train writes before training."""
+    if label_smoothing is None:
+        label_smoothing = run_label_smoothing(Path(path).parent)
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
     epochs = [row["epoch"] for row in history]
     metrics = [("acc1", "top-1", "-")] + ([("acc5", "top-5", ":")] if top5 else [])
@@ -48,7 +54,8 @@ def plot_curves(
     rates = [row["lr"] for row in history if row.get("lr")]
     if rates and max(rates) > 10 * min(rates):  # a schedule that decays by decades reads better on a log axis
         ax_lr.set_yscale("log")
-    ax_loss.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+    loss_name = f"cross-entropy (label smoothing {label_smoothing:g})" if label_smoothing else "cross-entropy"
+    ax_loss.set(title="loss", xlabel="epoch", ylabel=loss_name)
     ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
     ax_lr.set(title="learning rate", xlabel="epoch", ylabel="learning rate")
     for ax in (ax_loss, ax_acc, ax_lr):
@@ -70,28 +77,57 @@ def plot_curves(
     return _save(fig, path)
 
 
-def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> Figure:
-    """Counts and row-normalized (recall) confusion matrices side by side."""
+def run_label_smoothing(run_dir: Path) -> float:
+    """The label smoothing a run trained with, from its config.yaml (0 when there is none to read)."""
+    try:
+        value = (yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}).get("label_smoothing")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return 0.0
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+# cell numbers below this size (points) are not readable at the saved 100 dpi: the colours alone are drawn
+MIN_CELL_FONT = 5
+
+
+def cell_font_size(cell_points: float, longest: int) -> float:
+    """The font size (points) that fits `longest` characters in a square cell: digits are about 0.6 em wide;
+    at most 0.55 of the cell high, and never above 12."""
+    return min(12.0, 0.85 * cell_points / (0.6 * max(longest, 1)), 0.55 * cell_points)
+
+
+def plot_confusion_matrix(matrix, class_names: list[str], path: Path, title: str = "") -> Figure:
+    """Counts and row-normalized (recall) confusion matrices side by side, under `title` (model, data,
+    accuracy). Each cell's number is sized to fit its cell (left out where it could not be read) and drawn
+    white on dark cells, black on light ones; cells no image fell into stay blank."""
     counts = matrix.astype(int)
     normalized = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
     n = len(class_names)
     size = min(4 + 0.45 * n, 24)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
-    for ax, values, title, fmt in (
-        (axes[0], counts, "counts", "d"),
-        (axes[1], normalized, "normalized by true class", ".2f"),
-    ):
-        image = ax.imshow(values, cmap="Blues")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size + (0.4 if title else 0)))
+    panels = ((axes[0], counts, "counts", "d"), (axes[1], normalized, "normalized by true class", ".2f"))
+    images = []
+    for ax, values, name, _ in panels:
+        images.append(ax.imshow(values, cmap="Blues"))
+        fig.colorbar(images[-1], ax=ax, fraction=0.046)
+        ax.set(title=name, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
         ax.set_xticklabels(class_names, rotation=90 if n > 10 else 0)
         ax.set_yticklabels(class_names)
-        if n <= 30:
-            for i in range(n):
-                for j in range(n):
-                    color = "white" if values[i, j] > values.max() / 2 else "black"
-                    ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7, color=color)
+    if title:
+        fig.suptitle(title, fontsize=12)
     fig.tight_layout()
+    for (ax, values, _, fmt), image in zip(panels, images):
+        # the cells' size is known once the layout is done: the numbers are fitted to it
+        cell_points = ax.get_window_extent().width / n * 72 / fig.dpi
+        texts = [[format(values[i, j], fmt) for j in range(n)] for i in range(n)]
+        fontsize = cell_font_size(cell_points, max(len(t) for row in texts for t in row))
+        if fontsize < MIN_CELL_FONT:
+            continue
+        rgb = image.cmap(image.norm(values))[..., :3]
+        light = rgb @ [0.299, 0.587, 0.114] > 0.5  # each cell's luminance: black text on light, white on dark
+        for i, j in zip(*counts.nonzero()):  # an empty cell stays blank: the confusions that happen stand out
+            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=fontsize,
+                    color="black" if light[i, j] else "white")  # fmt: skip
     return _save(fig, path)
 
 
@@ -103,10 +139,12 @@ def plot_image_grid(
     scale_each: bool = False,
     columns: int = 8,
     cmap: str = "gray",
+    colors: list[str | None] | None = None,
 ) -> Figure:
     """A grid of images, each [H, W] (drawn with `cmap`) or [H, W, 3] (colour), titled. Pixel values are
     in [0, 1], or with `scale_each` stretched per image from its own minimum to maximum (feature maps,
-    kernels: what matters is the pattern, not the absolute level)."""
+    kernels: what matters is the pattern, not the absolute level). `colors`: per image, a colour for its
+    title and a frame around it (None: neither)."""
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     title_lines = max(name.count("\n") + 1 for name in titles)
@@ -115,15 +153,49 @@ def plot_image_grid(
     )
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, name in zip(axes.flat, images, titles):
+    for ax, image, name, color in zip(axes.flat, images, titles, colors or [None] * len(images)):
         low, high = (float(image.min()), float(image.max())) if scale_each else (0.0, 1.0)
         if scale_each and image.ndim == 3:  # colour: stretch all three channels together
             image, low, high = (image - low) / max(high - low, 1e-12), 0.0, 1.0
         ax.imshow(image, cmap=cmap, vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
-        ax.set_title(name, fontsize=8)
+        ax.set_title(name, fontsize=8, color=color or "black")
+        if color:  # a frame: the axes back on, without ticks, its spines in the colour
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set(color=color, linewidth=3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# errors.png: a misclassified image, and a correct one that still got a low probability for its class
+WRONG_COLOR, LOW_CONFIDENCE_COLOR = "tab:red", "tab:blue"
+
+
+def plot_worst_classified(pictures, worst: list[dict], names: list[str], path: Path) -> Figure:
+    """errors.png: test images given the lowest probability of their true class (`worst`: eval's rows of
+    index, true, predicted, p_true, p_predicted). Those misclassified are framed and titled in red, "true 3 ->
+    pred 8 (0.91)"; those classified right, only with low confidence, in blue, "correct 3 (0.42)"."""
+    titles, colors = [], []
+    for row in worst:
+        true, predicted = names[row["true"]], names[row["predicted"]]
+        if row["true"] != row["predicted"]:
+            titles.append(
+                f"true {true} -> pred {predicted} ({row['p_predicted']:.2f})\np({true}) = {row['p_true']:.2f}"
+            )
+            colors.append(WRONG_COLOR)
+        else:
+            titles.append(f"correct {true} ({row['p_true']:.2f})\nlow confidence")
+            colors.append(LOW_CONFIDENCE_COLOR)
+    wrong = colors.count(WRONG_COLOR)
+    title = (
+        f"the {len(worst)} test images with the lowest probability of their true class: "
+        f"{wrong} misclassified (red: true -> predicted (its probability)), "
+        f"{len(worst) - wrong} correct with low confidence (blue)"
+    )
+    return plot_image_grid(pictures, titles, path, title=title, colors=colors)
 
 
 def plot_runs(runs: list[dict], path: Path) -> Figure:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import optuna
+import sqlalchemy.exc
 import yaml
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
@@ -96,6 +97,33 @@ def best_config(overrides: list[str], choices: dict) -> dict:
     return {"defaults": [*defaults, "_self_"], **OmegaConf.to_container(body)}
 
 
+def open_study(settings: DictConfig) -> optuna.Study:
+    """The study in its storage, created or resumed. A URL Optuna cannot use is a config error; a database
+    it cannot read (a damaged study.db) is one line naming it, and the file is left as it is."""
+    url = settings.storage
+    try:
+        storage = optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=settings.heartbeat_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+        return optuna.create_study(
+            study_name=settings.name,
+            storage=storage,
+            load_if_exists=True,
+            direction="minimize" if settings.mode == "min" else "maximize",
+            sampler=call_target("study.sampler", settings.sampler),
+            pruner=call_target("study.pruner", settings.pruner) if settings.pruner else optuna.pruners.NopPruner(),
+        )
+    except sqlalchemy.exc.ArgumentError as e:  # not a URL, or an unknown dialect (foo://)
+        raise ConfigError("study.storage", f"{url!r} is not a database URL ({str(e).splitlines()[0]})") from None
+    except ImportError:  # a known dialect whose driver is missing (postgresql:// without psycopg2)
+        raise ConfigError("study.storage", f"{url!r}: the driver of this database is not installed") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:  # sqlite's "file is not a database", a server refusing
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise UserError(f"study.storage={url}: cannot open the study's database: {reason}") from None
+
+
 def tune(cfg: DictConfig) -> optuna.Study:
     OmegaConf.resolve(cfg)  # now: each trial points ${hydra:...} at its own folder
     hydra_cfg, tune_hydra = HydraConfig.get(), HydraConfig.instance().cfg
@@ -108,19 +136,7 @@ def tune(cfg: DictConfig) -> optuna.Study:
     compose_trial(train_overrides, study_dir)  # a bad train override stops here, before any trial
     HydraConfig.instance().cfg = tune_hydra
 
-    storage = optuna.storages.RDBStorage(
-        settings.storage,
-        heartbeat_interval=settings.heartbeat_s,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-    )
-    study = optuna.create_study(
-        study_name=settings.name,
-        storage=storage,
-        load_if_exists=True,
-        direction="minimize" if settings.mode == "min" else "maximize",
-        sampler=call_target("study.sampler", settings.sampler),
-        pruner=call_target("study.pruner", settings.pruner) if settings.pruner else optuna.pruners.NopPruner(),
-    )
+    study = open_study(settings)
 
     def objective(trial: optuna.Trial) -> float:
         params = {name: suggest(trial, name, spec) for name, spec in space.items()}

@@ -15,17 +15,23 @@
                over it (averaged over the patch positions that cover it). The map is also saved as .npy.
 
 The image is read and converted (channels, size, the run's normalization) exactly as `cnncli predict` does.
+Each file's name carries what decides its picture, so that no output replaces another: the mode, the
+image, the layer, the class and the options set away from conf/viz.yaml's defaults, e.g.
+cam_three_layer5_class3.png, filters_3_maximized_steps30.png, occlusion_three_class3_patch10_stride2.png.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from captum.attr import LayerActivation, LayerAttribution, LayerGradCam, Occlusion
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
+from cnncli import config_dir
+from cnncli.commands.compare import check_folder
 from cnncli.commands.predict import CheckpointModel
 from cnncli.data import images
 from cnncli.errors import ConfigError, UserError, check_choice
@@ -48,16 +54,35 @@ def visualize(cfg: DictConfig) -> list[Path]:
     """The PNGs of cfg.mode (cfg checked by cnncli/commands/viz.py); their paths, printed."""
     net = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
     out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path)) / "viz"
+    check_folder("out", out)
     out.mkdir(parents=True, exist_ok=True)
+    existing = set(out.iterdir())
     if cfg.mode == "filters":
         written = filters(cfg, net, out)
     else:
         x, picture = load_image(cfg.image, net)
         draw = {"featuremaps": featuremaps, "cam": cam, "occlusion": occlusion}[cfg.mode]
-        written = draw(cfg, net, x, picture, out / f"{cfg.mode}_{Path(cfg.image).stem}")
+        written = draw(cfg, net, x, picture, out / f"{cfg.mode}_{name_part(Path(cfg.image).stem)}")
     for path in written:
-        print(path)
+        # the same name means the same mode, image and options: a file replaced is said so, never silently
+        print(f"{path} (replaced the earlier one)" if path in existing else path)
     return written
+
+
+def name_part(value) -> str:
+    """A layer, class or option value as part of a file name: letters, digits, '.', '-' and '_' kept."""
+    return re.sub(r"[^\w.-]+", "-", str(value)).strip("-") or "_"
+
+
+def changed_options(cfg: DictConfig, group: str) -> str:
+    """`_key<value>` for each option of `group` set away from conf/viz.yaml's default, e.g. `_steps30_tv0`."""
+    defaults = OmegaConf.load(config_dir() / "viz.yaml")[group]
+    return "".join(f"_{key}{name_part(value)}" for key, value in cfg[group].items() if value != defaults.get(key))
+
+
+def truncated(count: int, total: int) -> str:
+    """`_first<N>` when max_maps leaves maps or filters out: a smaller grid never takes the full one's name."""
+    return f"_first{count}" if count < total else ""
 
 
 def load_image(path: str, net: CheckpointModel) -> tuple[torch.Tensor, np.ndarray]:
@@ -129,8 +154,8 @@ def featuremaps(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture,
     activations = LayerActivation(net.model, [modules[name] for name in names]).attribute(x)
     written = []
     for name, maps in zip(names, activations):
-        maps = maps[0, : cfg.max_maps].numpy()
-        path = Path(f"{stem}_{name}.png")
+        total, maps = maps.shape[1], maps[0, : cfg.max_maps].numpy()
+        path = Path(f"{stem}_{name_part(name)}{truncated(len(maps), total)}.png")
         plot_image_grid(
             list(maps),
             [f"map {i}" for i in range(len(maps))],
@@ -147,16 +172,17 @@ def filters(cfg: DictConfig, net: CheckpointModel, out: Path) -> list[Path]:
     convs = [name for name, module in modules.items() if isinstance(module, nn.Conv2d)]
     if not convs:
         require_feature_maps({}, net.model, "filters")
-    first = modules[convs[0]].weight.detach()  # [F, C, k, k]
-    kernels = first[: cfg.max_maps]
+    first_kernels = modules[convs[0]].weight.detach()  # [F, C, k, k]
+    kernels = first_kernels[: cfg.max_maps]
     pictures = [k.permute(1, 2, 0).numpy() if k.shape[0] == 3 else k.mean(0).numpy() for k in kernels]
-    kernels_png = out / f"filters_{convs[0]}.png"
+    kernels_png = out / f"filters_{name_part(convs[0])}{truncated(len(kernels), len(first_kernels))}.png"
     plot_image_grid(
         pictures,
         [f"filter {i}" for i in range(len(pictures))],
         kernels_png,
         scale_each=True,
-        title=f"{convs[0]}: the first conv layer's {len(first)} kernels ({' x '.join(map(str, first.shape[1:]))})",
+        title=f"{convs[0]}: the first conv layer's {len(first_kernels)} kernels "
+        f"({' x '.join(map(str, first_kernels.shape[1:]))})",
     )
 
     shapes = feature_map_layers(net.model, torch.zeros(1, net.channels, net.image_size, net.image_size))
@@ -167,7 +193,8 @@ def filters(cfg: DictConfig, net: CheckpointModel, out: Path) -> list[Path]:
         f"{name}: mean activation of its {len(images)} filters {before.mean():.3f} at the start, "
         f"{after.mean():.3f} after {cfg.ascent.steps} steps of gradient ascent"
     )
-    maximized_png = out / f"filters_{name}_maximized.png"
+    options = truncated(len(images), shapes[name][0]) + changed_options(cfg, "ascent")
+    maximized_png = out / f"filters_{name_part(name)}_maximized{options}.png"
     plot_image_grid(
         [as_picture(image) for image in images],
         [f"{i}: {a:.2f}" for i, a in enumerate(after)],
@@ -283,7 +310,7 @@ def cam(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: P
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    path = Path(f"{stem}.png")
+    path = Path(f"{stem}_layer{name_part(name)}_class{name_part(net.class_names[target])}.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return [path]
@@ -330,6 +357,8 @@ def occlusion(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, s
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
+    colour = "" if cfg.occlusion.fill == "mean" else f"_fill{name_part(cfg.occlusion.fill)}"
+    stem = f"{stem}_class{name_part(name)}_patch{patch}_stride{stride}{colour}"
     path, array = Path(f"{stem}.png"), Path(f"{stem}.npy")
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET, cnncli, train
+import yaml
+from conftest import QUIET, cnncli, cnncli_here, train
 from formats import make_split
 from hydra import compose, initialize_config_dir
 from PIL import Image
@@ -17,7 +18,7 @@ from cnncli import config_dir
 from cnncli.config import call_target
 from cnncli.data.folder import ImageFiles
 from cnncli.data.images import UnreadableImage
-from cnncli.errors import UserError
+from cnncli.errors import ConfigError, UserError
 
 
 def datamodule(*overrides, data="imagefolder", augment=None, stage="fit"):
@@ -227,6 +228,7 @@ def test_unreadable_files_are_named_or_skipped_and_counted(tmp_path, caplog):
     with pytest.raises(UnreadableImage, match="truncated") as e:
         datamodule(*args)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).endswith("(data.skip_corrupt=true leaves it out)")  # what to do about it
     with caplog.at_level(logging.WARNING, logger="cnncli.data.folder"):
         dm = datamodule(*args, "data.skip_corrupt=true")
     assert "skipped 1 unreadable image file" in caplog.text and str(bad) in caplog.text
@@ -242,6 +244,11 @@ def test_unreadable_files_are_named_or_skipped_and_counted(tmp_path, caplog):
             message = str(error)
             error.__traceback__ = None  # frees the loader's worker now, not in a later garbage collection
     assert message.startswith(f"unreadable image file {bad}: image file is truncated") and "\n" not in message
+    # skip_corrupt leaves out what the setup check found: the message says which check finds this file
+    assert message.endswith(
+        "(found while loading; data.check_images=full finds such files at setup, and data.skip_corrupt=true "
+        "then leaves them out)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -294,6 +301,47 @@ def test_bad_folders_are_one_line_errors_naming_the_path(tmp_path, problem, word
         assert word in message, message
 
 
+def test_num_classes_and_class_names_are_the_class_folders_known_before_setup(tmp_path):
+    names = [f"class_{i}" for i in range(10)]
+    make_split(tmp_path / "flat", dict.fromkeys(names, 2), mix=False, size=(8, 8))
+    dm = datamodule(f"data.root={tmp_path / 'flat'}", "data.image_size=8", stage=None)
+    assert dm.num_classes == 10 and dm.class_names == names  # as torchvision's ImageFolder: sorted folders
+    assert dm.samples is None  # only the folders were listed: no file read yet
+    make_split(tmp_path / "split" / "train", {"dog": 2, "cat": 2, "emu": 2}, mix=False, size=(8, 8))
+    dm = datamodule(f"data.root={tmp_path / 'split'}", "data.image_size=8", stage=None)
+    assert dm.num_classes == 3 and dm.class_names == ["cat", "dog", "emu"]
+    # set and right: kept
+    dm = datamodule(
+        f"data.root={tmp_path / 'split'}", "data.num_classes=3", "data.class_names=[cat,dog,emu]", stage=None
+    )
+    assert dm.num_classes == 3
+
+
+def test_a_num_classes_that_disagrees_with_the_folders_is_a_config_error(tmp_path):
+    root = tmp_path / "digits"
+    make_split(root, {str(i): 1 for i in range(10)}, mix=False, size=(8, 8))
+    with pytest.raises(ConfigError) as e:
+        datamodule(f"data.root={root}", "data.num_classes=2", stage=None)
+    assert str(e.value) == (
+        f"data.num_classes: {root} has 10 class folders (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), but data.num_classes=2 "
+        "(null: as many as the class folders)"
+    )
+    result = cnncli_here("data", "show", "data=imagefolder", f"data.root={root}", "data.num_classes=2", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {e.value}"
+    with pytest.raises(ConfigError, match="data.class_names: \\['a', 'b'\\] differ from the class folders"):
+        datamodule(f"data.root={root}", "data.class_names=[a,b]", stage=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]  # data show drew nothing
+
+
+def test_data_show_draws_an_image_folder_without_num_classes(tmp_path):
+    make_split(tmp_path / "pets", {"cat": 10, "dog": 10, "emu": 10}, size=(16, 16))
+    out = tmp_path / "pets.png"
+    result = cnncli_here("data", "show", "data=imagefolder", f"data.root={tmp_path / 'pets'}", "data.image_size=16",
+                         "data.num_workers=0", "count=8", f"out={out}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out) and out.read_bytes().startswith(b"\x89PNG")
+
+
 # ---- the CLI ------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_alexnet_on_a_chest_xray_folder_trains_and_evaluates_per_class(tmp_path):
@@ -338,7 +386,7 @@ def test_cli_unreadable_file_is_one_line_naming_it(tmp_path):
         *QUIET,
         cwd=tmp_path,
     )
-    one_line_error(result, fake, "cannot identify image file")
+    one_line_error(result, fake, "cannot identify image file", "data.skip_corrupt=true leaves it out")
 
 
 def test_cli_damage_found_by_a_loader_worker_is_one_line_naming_the_file(tmp_path):
@@ -371,8 +419,7 @@ def test_cli_skip_corrupt_completes_and_counts_the_skipped_file(tmp_path):
     result = cnncli(
         "train",
         "data=imagefolder",
-        f"data.root={root}",
-        "data.num_classes=2",
+        f"data.root={root}",  # no data.num_classes: the two class folders
         "data.image_size=16",
         "data.skip_corrupt=true",
         "model=simple_cnn",
@@ -384,6 +431,8 @@ def test_cli_skip_corrupt_completes_and_counts_the_skipped_file(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped 1 unreadable image file" in result.stdout and "broken.jpg" in result.stdout
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    config = yaml.safe_load((run / "config.yaml").read_text())  # what the model was built for, from the folders
+    assert config["data"]["num_classes"] == 2 and config["data"]["class_names"] == ["a", "b"]
 
 
 def test_cli_empty_class_folder_and_missing_root_are_one_line(tmp_path):

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 from conftest import cnncli, cnncli_here
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from cnncli.plots import plot_curves
+from cnncli.plots import plot_confusion_matrix, plot_curves, plot_worst_classified
 
 
 def history(epochs: int, lr_decay: float = 0.1) -> list[dict]:
@@ -62,6 +63,61 @@ def test_train_draws_the_curves_of_its_summary_with_best_epoch_and_early_stop(sh
     drawn = np.asarray(Image.open(short_run / "curves.png"))
     assert drawn.shape[:2] == (400, 1500)
     assert np.array_equal(drawn, np.asarray(Image.open(tmp_path / "curves.png")))
+
+
+def test_the_loss_axis_names_label_smoothing_when_the_run_used_it(tmp_path):
+    fig = plot_curves(history(3), tmp_path / "curves.png", label_smoothing=0.1)
+    assert fig.axes[0].get_ylabel() == "cross-entropy (label smoothing 0.1)"
+    assert plot_curves(history(3), tmp_path / "plain.png", label_smoothing=0.0).axes[0].get_ylabel() == "cross-entropy"
+    # as train draws it: the value read from the run's config.yaml beside curves.png
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 42\nlabel_smoothing: 0.05\n")
+    assert plot_curves(history(3), run / "curves.png").axes[0].get_ylabel() == "cross-entropy (label smoothing 0.05)"
+
+
+def test_errors_png_marks_misclassified_images_apart_from_correct_unsure_ones(tmp_path):
+    worst = [
+        {"index": 0, "true": 3, "predicted": 8, "p_true": 0.05, "p_predicted": 0.91},
+        {"index": 1, "true": 5, "predicted": 5, "p_true": 0.42, "p_predicted": 0.42},
+    ]
+    pictures = [np.full((8, 8), 0.5), np.zeros((8, 8))]
+    fig = plot_worst_classified(pictures, worst, list("0123456789"), tmp_path / "errors.png")
+    wrong, unsure = fig.axes[:2]
+    assert wrong.get_title() == "true 3 -> pred 8 (0.91)\np(3) = 0.05"
+    assert unsure.get_title() == "correct 5 (0.42)\nlow confidence"
+    red, blue = (0.839, 0.153, 0.157), (0.122, 0.467, 0.706)  # matplotlib's tab:red and tab:blue
+    assert wrong.title.get_color() == "tab:red" and unsure.title.get_color() == "tab:blue"
+    assert all(spine.get_edgecolor()[:3] == pytest.approx(red, abs=1e-3) for spine in wrong.spines.values())
+    assert all(spine.get_edgecolor()[:3] == pytest.approx(blue, abs=1e-3) for spine in unsure.spines.values())
+    assert "1 misclassified" in fig._suptitle.get_text() and "1 correct with low confidence" in fig._suptitle.get_text()
+    pixels = np.asarray(Image.open(tmp_path / "errors.png").convert("RGB"), dtype=int)
+    is_red = (abs(pixels - [214, 39, 40]).sum(axis=2) < 60).sum()
+    is_blue = (abs(pixels - [31, 119, 180]).sum(axis=2) < 60).sum()
+    assert is_red > 200 and is_blue > 200  # the frames and titles are drawn
+
+
+@pytest.mark.parametrize("n", [10, 60])
+def test_confusion_matrix_has_a_title_and_readable_cell_numbers(n, tmp_path):
+    rng = np.random.default_rng(0)
+    # a dark diagonal, a few light confusions (the cells' widest numbers: 3 digits, 0.xx), most cells empty
+    matrix = np.diag(np.full(n, 300)) + (rng.random((n, n)) < 0.1) * rng.integers(1, 5, (n, n))
+    title = "lenet5 on digits: test top-1 0.9740 (270 images)"
+    fig = plot_confusion_matrix(matrix, [str(i) for i in range(n)], tmp_path / "cm.png", title=title)
+    assert fig._suptitle.get_text() == title
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure was closed once saved
+    for ax in fig.axes[:2]:  # the two panels (their colour bars come after)
+        texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+        assert set(texts) == set(zip(*matrix.nonzero()))  # a number in every cell that has images, no other
+        cell = ax.get_window_extent(renderer).width / n
+        light = next(cell for cell in texts if cell[0] != cell[1])
+        assert texts[0, 0].get_color() == "white" and texts[light].get_color() == "black"  # dark / light cells
+        size = texts[0, 0].get_fontsize()
+        assert size >= (9 if n == 10 else 5)
+        for text in ax.texts:
+            box = text.get_window_extent(renderer)
+            assert box.width < cell and box.height < cell  # every number inside its cell
+    assert Image.open(tmp_path / "cm.png").size[0] > 0
 
 
 @pytest.mark.slow
@@ -122,3 +178,39 @@ def test_compare_with_a_real_run_and_a_folder_that_is_not_one(sweep, short_run, 
     assert result.stderr.strip() == (
         f"error: {notes} is not a run folder of cnncli train (no summary.json), nor a sweep of them"
     )
+
+
+# ---- bad values of the picture commands: one line each, nothing drawn ---------------------------------
+@pytest.mark.parametrize("count, shown", [("0", "0"), ("-4", "-4"), ("2.5", "2.5"), ("abc", "'abc'"), ("null", "None")])
+def test_data_show_refuses_a_count_below_one(count, shown, tmp_path):
+    result = cnncli_here("data", "show", f"count={count}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: count: must be an integer >= 1 (the images in the grid), got {shown}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def picture_errors(tmp_path, out) -> list:
+    """`data show` and `compare` with out=OUT: their exit code and one error line each."""
+    results = [
+        cnncli_here("data", "show", f"out={out}", cwd=tmp_path),
+        cnncli_here("compare", "x", f"out={out}", cwd=tmp_path),
+    ]
+    for result in results:
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    return [(result.returncode, result.stderr.strip()) for result in results]
+
+
+def test_data_show_and_compare_refuse_an_out_that_is_no_picture_file(tmp_path):
+    expected = "error: out: must be a picture file ending in .png, .jpg, .jpeg, .pdf or .svg, got 'x.txt'"
+    assert picture_errors(tmp_path, "x.txt") == [(2, expected)] * 2
+    (tmp_path / "notes.txt").write_text("keep me")
+    below = tmp_path / "notes.txt" / "grid.png"
+    expected = f"error: out={below}: {tmp_path / 'notes.txt'} is a file, not a folder"
+    assert picture_errors(tmp_path, below) == [(1, expected)] * 2
+    (tmp_path / "folder.png").mkdir()
+    assert (
+        picture_errors(tmp_path, tmp_path / "folder.png")
+        == [(1, f"error: out={tmp_path / 'folder.png'}: is a folder")] * 2
+    )
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png", "notes.txt"]

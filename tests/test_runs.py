@@ -5,11 +5,13 @@ import json
 
 import pytest
 import yaml
+from conftest import cnncli_here
+from omegaconf import OmegaConf
 
 from cnncli import runs
 from cnncli.commands.compare import run_folders
 from cnncli.errors import UserError
-from cnncli.leaderboard import collect
+from cnncli.leaderboard import SweepLeaderboard, collect
 
 
 def make_run(folder, overrides: list[str], summary: dict | None = None):
@@ -33,7 +35,8 @@ def test_every_reader_finds_the_same_runs_in_natural_order_and_labels_them_alike
     assert runs.overrides(sweep / "2") == ["model=mlp", "optimizer.lr=0.01"]  # hydra.* is where, not what
     assert runs.labels(found[:3]) == ["optimizer.lr=0.001", "optimizer.lr=0.01", "optimizer.lr=0.1"]
 
-    rows, common = collect(tmp_path / "outputs")
+    rows, common, skipped = collect(tmp_path / "outputs")
+    assert skipped == []
     assert common == ["model=mlp"]
     assert [r["run"] for r in rows] == ["multirun/day/10", "multirun/day/2", "multirun/day/1", "train/killed"]
     assert rows[-1]["status"] == "incomplete" and rows[0]["overrides"] == "optimizer.lr=0.1"
@@ -58,3 +61,33 @@ def test_summary_is_written_whole_and_a_bad_one_is_one_line(tmp_path):
 def test_a_checkpoints_run_folder(tmp_path):
     assert runs.run_folder(tmp_path / "run" / "checkpoints" / "best.ckpt") == (tmp_path / "run").resolve()
     assert runs.run_folder(tmp_path / "elsewhere" / "model.ckpt") == (tmp_path / "elsewhere").resolve()
+
+
+def test_a_damaged_summary_is_skipped_with_one_warning_and_the_rest_tabled(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for n in range(3):
+        history = [{"epoch": 0, "val/acc1": 0.5 + n / 10, "val/loss": 1.0}]
+        make_run(sweep / str(n), ["model=mlp", f"seed={n}"], {"status": "completed", "history": history, "test": {}})
+    (sweep / "1" / "summary.json").write_text('{"status": "compl')  # cut off mid-write by a full disk
+    result = cnncli_here("leaderboard", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: skipped run 1: cannot read ") and str(sweep / "1" / "summary.json") in warning
+    assert "Traceback" not in result.stdout + result.stderr
+    assert [line.split(",")[0] for line in (sweep / "leaderboard.csv").read_text().splitlines()] == ["run", "2", "0"]
+    assert "2 runs in" in result.stdout
+    # the table at the end of a multirun is the same one
+    SweepLeaderboard().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert capsys.readouterr().err.strip() == warning
+
+
+def test_the_terminal_table_shows_list_values_rich_would_read_as_markup(tmp_path):
+    sweep = tmp_path / "sweep"
+    for n, names in enumerate(("[dog,cat]", "[cat,dog]")):
+        history = [{"epoch": 0, "val/acc1": 0.5 + n / 10, "val/loss": 1.0}]
+        make_run(sweep / str(n), [f"data.class_names={names}", "augmentation=[basic]"],
+                 {"status": "completed", "history": history, "test": {}})  # fmt: skip
+    result = cnncli_here("leaderboard", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "data.class_names=[dog,cat]" in result.stdout and "data.class_names=[cat,dog]" in result.stdout
+    assert "every run: augmentation=[basic]" in result.stdout  # the caption too

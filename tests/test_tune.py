@@ -11,9 +11,7 @@ import optuna
 import pytest
 import sqlalchemy.exc
 import yaml
-from conftest import QUIET, cnncli
-
-pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
+from conftest import QUIET, cnncli, cnncli_here
 
 # Two learning rates: 1e-6 learns nothing in 2 epochs, 3e-3 learns. The seed is fixed, so every 1e-6 trial
 # scores the same as the first: once a 3e-3 trial has finished, the median rule prunes each 1e-6 trial.
@@ -66,6 +64,7 @@ def study(tmp_path_factory):
     return study_dir, killed, optuna.load_study(study_name="two_lrs", storage=storage), result.stdout
 
 
+@pytest.mark.slow  # the study trains real runs: `pytest -m "not slow"` leaves it out
 def test_the_search_resumes_after_a_kill_and_finishes_six_trials(study):
     study_dir, killed, resumed, _ = study
     finished_before = [t for t in killed if t.state in FINISHED]
@@ -80,6 +79,7 @@ def test_the_search_resumes_after_a_kill_and_finishes_six_trials(study):
             assert trial.value == pytest.approx(summary["best"]["val/loss"])
 
 
+@pytest.mark.slow  # the study trains real runs: `pytest -m "not slow"` leaves it out
 def test_unpromising_trials_are_pruned_and_listed_as_pruned(study):
     study_dir, _, resumed, stdout = study
     pruned = resumed.get_trials(states=(optuna.trial.TrialState.PRUNED,))
@@ -99,6 +99,7 @@ def test_unpromising_trials_are_pruned_and_listed_as_pruned(study):
     assert "pruned" in stdout and "best trial" in stdout
 
 
+@pytest.mark.slow  # the study trains real runs: `pytest -m "not slow"` leaves it out
 def test_best_yaml_re_runs_the_best_trial(study):
     study_dir, _, resumed, stdout = study
     assert resumed.best_trial.params == {"optimizer.lr": 3e-3}
@@ -108,3 +109,37 @@ def test_best_yaml_re_runs_the_best_trial(study):
     config = yaml.safe_load(result.stdout)
     assert config["optimizer"]["lr"] == 3e-3 and config["model"]["_target_"] == "cnncli.models.mlp.mlp"
     assert config["trainer"]["max_epochs"] == 2 and config["test"] is False
+
+
+# ---- bad values: one line each, before any trial ------------------------------------------------------
+@pytest.mark.parametrize("n_trials, shown", [("abc", "'abc'"), ("0", "0"), ("-3", "-3"), ("2.5", "2.5")])
+def test_n_trials_must_be_an_integer_of_one_or_more(n_trials, shown, tmp_path):
+    result = cnncli_here("tune", f"study.n_trials={n_trials}", f"hydra.run.dir={tmp_path / 'study'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: study.n_trials: must be an integer >= 1 (the trials the study runs to), got {shown}"
+    )
+    assert not (tmp_path / "study" / "study.db").exists()
+
+
+def test_a_storage_url_optuna_cannot_use_is_one_line(tmp_path):
+    result = cnncli_here("tune", "study.storage=foo://", f"hydra.run.dir={tmp_path / 'study'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: study.storage: 'foo://' is not a database URL (Can't load plugin: sqlalchemy.dialects:foo)"
+    )
+
+
+def test_a_damaged_study_db_is_one_line_and_left_as_it_is(tmp_path):
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    garbage = bytes(range(256)) * 64
+    (study_dir / "study.db").write_bytes(garbage)
+    result = cnncli_here("tune", f"hydra.run.dir={study_dir}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: study.storage=sqlite:///{study_dir / 'study.db'}: cannot open the study's database: "
+        "file is not a database"
+    )
+    assert (study_dir / "study.db").read_bytes() == garbage
+    assert [p.name for p in study_dir.iterdir() if p.is_dir()] == []  # no trial started

@@ -104,7 +104,8 @@ def test_featuremaps_one_grid_per_conv_and_pool_layer(lenet_viz):
 def test_filters_kernels_and_inputs_that_maximize_them(lenet_viz):
     out, stdout = lenet_viz
     assert_picture(out / "filters_0.png", (960, 220))  # C1's 6 kernels
-    assert_picture(out / "filters_3_maximized.png", (1280, 390))  # default layer: the last conv, C3's 16 filters
+    # default layer: the last conv, C3's 16 filters; the name carries the option set away from its default
+    assert_picture(out / "filters_3_maximized_steps30.png", (1280, 390))
     found = re.search(r"16 filters (-?[\d.]+) at the start, (-?[\d.]+) after 30 steps", stdout)
     before, after = map(float, found.groups())
     assert after > before + 1  # gradient ascent raised the filters' mean activation
@@ -112,7 +113,7 @@ def test_filters_kernels_and_inputs_that_maximize_them(lenet_viz):
 
 def test_cam_of_lenet_is_grad_cam_of_its_last_feature_maps(lenet_viz):
     out, stdout = lenet_viz
-    assert_picture(out / "cam_three.png", (1200, 440))
+    assert_picture(out / "cam_three_layer5_class3.png", (1200, 440))
     assert "predicted '3'" in stdout  # the network gets this digit right
     assert "Grad-CAM of layer 5 (MaxPool2d): 16 x 5 x 5 for class '3'" in stdout  # S4 reaches a dense layer
 
@@ -120,8 +121,9 @@ def test_cam_of_lenet_is_grad_cam_of_its_last_feature_maps(lenet_viz):
 def test_occlusion_hurts_most_on_the_digits_strokes(lenet_viz, three):
     out, stdout = lenet_viz
     assert "predicted '3'" in stdout  # a digit the network gets right
-    assert_picture(out / "occlusion_three.png", (1200, 440))
-    probability = np.load(out / "occlusion_three.npy")
+    # the default patch is a third of the 32-pixel input, its stride a quarter of the patch
+    assert_picture(out / "occlusion_three_class3_patch10_stride2_fill0.png", (1200, 440))
+    probability = np.load(out / "occlusion_three_class3_patch10_stride2_fill0.npy")
     image = np.asarray(Image.open(three), dtype=float) / 255
     assert probability.shape == image.shape == (32, 32)
     row, col = np.unravel_index(probability.argmin(), probability.shape)
@@ -144,7 +146,8 @@ def test_cam_of_resnet20_is_cam_and_an_rgb_image_is_converted(sweep, three, tmp_
     assert result.returncode == 0, result.stderr
     # the last residual stage reaches the classifier through global average pooling: CAM exactly
     assert "CAM of layer layers (Sequential): 64 x 8 x 8" in result.stdout and "Grad-CAM" not in result.stdout
-    assert_picture(tmp_path / "cam_three_rgb.png", (1200, 440))
+    (picture,) = tmp_path.glob("cam_three_rgb_layerlayers_class*.png")  # of whichever class 2 batches predict
+    assert_picture(picture, (1200, 440))
 
 
 @pytest.mark.parametrize(
@@ -209,3 +212,56 @@ def test_unknown_mode_is_refused(monkeypatch, capsys):
 def test_help_lists_the_modes(tmp_path):
     result = cnncli("viz", "--help", cwd=tmp_path)
     assert result.returncode == 0 and all(f"  {mode} " in result.stdout for mode in MODES)
+
+
+def test_outputs_of_other_targets_and_options_never_replace_one_another(short_run, three, tmp_path):
+    # in-process: visualize() as the CLI calls it (the modes themselves are drawn in lenet_viz)
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+
+    def draw(*overrides):
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose("viz", [f"ckpt_path={ckpt}", f"image={three}", f"out={tmp_path}", *overrides])
+        return [path.name for path in visualize(cfg)]
+
+    assert draw("mode=cam", "target=3") == ["cam_three_layer5_class3.png"]
+    assert draw("mode=cam", "target=8") == ["cam_three_layer5_class8.png"]
+    assert draw("mode=cam", "target=8", "layer=3") == ["cam_three_layer3_class8.png"]
+    assert draw("mode=occlusion", "target=8", "occlusion.patch=4", "occlusion.stride=4") == [
+        "occlusion_three_class8_patch4_stride4.png",
+        "occlusion_three_class8_patch4_stride4.npy",
+    ]
+    assert draw("mode=featuremaps", "layer=3", "max_maps=4") == ["featuremaps_three_3_first4.png"]
+    assert draw("mode=filters", "ascent.steps=2", "ascent.start=blank", "max_maps=4") == [
+        "filters_0_first4.png",
+        "filters_3_maximized_first4_steps2_startblank.png",
+    ]
+    assert len(list(tmp_path.iterdir())) == 8  # every picture kept
+
+
+def test_the_same_name_again_says_it_replaced_the_file(short_run, three, tmp_path, capsys):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("viz", [f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", f"image={three}",
+                              f"out={tmp_path}", "mode=cam", "target=3"])  # fmt: skip
+    visualize(cfg)
+    assert capsys.readouterr().out.splitlines()[-1] == str(tmp_path / "cam_three_layer5_class3.png")
+    visualize(cfg)
+    assert (
+        capsys.readouterr().out.splitlines()[-1]
+        == f"{tmp_path / 'cam_three_layer5_class3.png'} (replaced the earlier one)"
+    )
+
+
+def test_out_below_a_file_is_one_line(short_run, three, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    out = tmp_path / "notes.txt" / "viz"
+    result = cnncli_here(
+        "viz",
+        "cam",
+        f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+        f"image={three}",
+        f"out={out}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: out={out}: {tmp_path / 'notes.txt'} is a file, not a folder"
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

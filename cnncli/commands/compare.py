@@ -13,7 +13,30 @@ from rich.console import Console
 from rich.table import Table
 
 from cnncli import runs
-from cnncli.errors import UserError, reports_user_errors
+from cnncli.errors import ConfigError, UserError, reports_user_errors
+
+# the picture formats `out=` may name (matplotlib writes each by its suffix); shared by data show and viz
+PICTURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def check_folder(key: str, folder: Path, value: Path | None = None) -> None:
+    """A folder that exists or can be made: no part of its path is a file (mkdir would raise). `value`: what
+    the user gave, when the folder is that file's."""
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"{key}={value or folder}: {part} is a file, not a folder")
+            return
+
+
+def check_picture(key: str, path: Path) -> None:
+    """`out=FILE`: one of PICTURE_FORMATS, not a folder or a device, in a folder that can be made."""
+    if path.suffix.lower() not in PICTURE_FORMATS:
+        formats = f"{', '.join(PICTURE_FORMATS[:-1])} or {PICTURE_FORMATS[-1]}"
+        raise ConfigError(key, f"must be a picture file ending in {formats}, got {str(path)!r}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{key}={path}: is {'a folder' if path.is_dir() else 'not a regular file'}")
+    check_folder(key, path.parent, path)
 
 
 def run_folders(paths: list[str]) -> list[Path]:
@@ -34,13 +57,17 @@ def compare(paths: list[str], out: Path) -> Path:
     summaries, names = [runs.read_summary(run) for run in folders], runs.labels(folders)
     from cnncli.plots import plot_runs  # matplotlib: once there is something to draw
 
-    plot_runs(
-        [
-            {"label": label, "history": s.get("history", []), "best_epoch": s.get("best", {}).get("epoch")}
-            for label, s in zip(names, summaries)
-        ],
-        out,
-    )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plot_runs(
+            [
+                {"label": label, "history": s.get("history", []), "best_epoch": s.get("best", {}).get("epoch")}
+                for label, s in zip(names, summaries)
+            ],
+            out,
+        )
+    except OSError as e:  # no permission, disk full: the path was checked, writing it still failed
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     table = Table(title=f"{len(folders)} runs, at their best epoch")
     table.add_column("run (legend)", overflow="fold")
     for column in ("epochs", "best epoch", "val loss", "val top-1", "test top-1"):
@@ -73,5 +100,5 @@ def main() -> None:
     args = [f"--out={a.removeprefix('out=')}" if a.startswith("out=") else a for a in sys.argv[1:]]
     options = parser.parse_args(args)
     out = Path(options.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_picture("out", out)  # before reading any run: a bad name costs nothing
     compare(options.runs, out)

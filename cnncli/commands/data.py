@@ -10,13 +10,23 @@ import hydra
 from omegaconf import DictConfig
 
 from cnncli import config_dir
+from cnncli.commands.compare import check_picture
 from cnncli.config import call_target
-from cnncli.errors import reports_user_errors
+from cnncli.errors import ConfigError, UserError, reports_user_errors
 
 ACTIONS = {"show": "write a PNG grid of augmented training images with their labels"}
 
 
+def validate(cfg: DictConfig) -> None:
+    """The command's own values, before torch is imported."""
+    count = cfg.count
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError("count", f"must be an integer >= 1 (the images in the grid), got {count!r}")
+    check_picture("out", Path(str(cfg.out)))
+
+
 def show(cfg: DictConfig) -> Path:
+    validate(cfg)
     import lightning as L
     import torch
 
@@ -48,9 +58,13 @@ def show(cfg: DictConfig) -> Path:
     fig.suptitle(f"{cfg.data.name}, augmentation={cfg.augmentation.name}, {cfg.data.image_size}px", fontsize=10)
     fig.tight_layout()
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100)
+    except OSError as e:  # no permission, disk full: one line, as for a bad value
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
     print(out)
     return out
 

@@ -16,12 +16,20 @@ import hydra
 from omegaconf import DictConfig
 
 from cnncli import config_dir
-from cnncli.errors import reports_user_errors
+from cnncli.errors import ConfigError, reports_user_errors
+
+
+def validate(cfg: DictConfig) -> None:
+    """The study's own numbers, before Optuna and torch load (the storage is checked as it is opened)."""
+    n_trials = cfg.study.n_trials
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError("study.n_trials", f"must be an integer >= 1 (the trials the study runs to), got {n_trials!r}")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="tune")
 @reports_user_errors
 def main(cfg: DictConfig) -> None:
+    validate(cfg)
     from cnncli.tuning import tune  # Optuna, torch and Lightning load here: --help and --cfg job need none
 
     tune(cfg)

@@ -3,11 +3,13 @@ How each mode draws: cnncli/visualize.py. This file is the command, its options 
 imports no torch or captum, so `--help`, `--cfg job` and a bad value answer at once."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from cnncli import config_dir
+from cnncli.commands.compare import check_folder
 from cnncli.config import check_number
 from cnncli.errors import UserError, check_choice, reports_user_errors
 
@@ -38,6 +40,8 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "occlusion.stride", 1, integer=True)
     if cfg.occlusion.fill != "mean":
         check_number(cfg, "occlusion.fill", 0, 1)
+    if cfg.out is not None:
+        check_folder("out", Path(str(cfg.out)))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="viz")

@@ -15,6 +15,11 @@ Each image: PIL open -> "L" (channels 1) or "RGB" (channels 3) -> resize to imag
 `augment` (train only) -> normalize with statistics of the training split. JPEGs are decoded at a reduced
 scale when that still covers image_size (PIL's draft mode: about 3x faster on large X-ray images).
 
+Classes are the class folders (of <root>/train when there are split folders), sorted, as torchvision's
+ImageFolder finds them; they are listed when the data module is made, so `num_classes` and `class_names`
+are known before the model is built. Left null, the config takes them from the folders; set, they must
+match them (a mismatch is a config error naming both).
+
 Every file a stage needs is checked once at setup (`check_images`): `full` decodes it (about 3 s per
 1,000 large 1500x1200 JPEGs, spread over threads), `header` only opens it (0.1 s per 1,000; a file whose
 data is damaged then stops the run when the loader reaches it, still as one line naming the file). An
@@ -41,6 +46,12 @@ from cnncli.errors import ConfigError, UserError, check_choice
 log = logging.getLogger(__name__)
 
 CHECKS = ("full", "header")
+# what the one-line error of an unreadable file says to do about it
+SKIP_HINT = "data.skip_corrupt=true leaves {} out"
+LOADER_HINT = (
+    "found while loading; data.check_images=full finds such files at setup, and data.skip_corrupt=true "
+    "then leaves them out"
+)
 # the splits each Lightning stage reads; fit also checks test, so a bad test image stops the run before training
 STAGE_SPLITS = {"fit": SPLITS, "validate": ("val",), "test": ("test",), "predict": ("test",), None: SPLITS}
 
@@ -59,7 +70,10 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        image = torch.from_numpy(read(path, self.channels, self.size, self.resize))  # cnncli/data/images.py
+        try:
+            image = torch.from_numpy(read(path, self.channels, self.size, self.resize))  # cnncli/data/images.py
+        except UnreadableImage as e:  # damage the setup check did not look for (check_images: header)
+            raise UnreadableImage(f"{e} ({LOADER_HINT})") from None
         if self.augment is not None:
             image = self.augment(image)
         if self.normalize is not None:
@@ -76,16 +90,22 @@ def _names(labels: list[int], class_names: list[str]) -> str:
     return ", ".join(class_names[i] for i in sorted(set(labels)))
 
 
+def _listing(names: list[str], most: int = 12) -> str:
+    """Names for a one-line message: the first `most` of a long list, and how many more."""
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+
+
 class ImageFolderData(L.LightningDataModule):
-    """Image folders on disk with the interface of InMemoryImageData (cnncli/data/memory.py): class_names,
-    normalization and class_weights are known after setup()."""
+    """Image folders on disk with the interface of InMemoryImageData (cnncli/data/memory.py): num_classes and
+    class_names are known once it is made (the class folders), normalization and class_weights after setup()."""
 
     def __init__(
         self,
         name: str,
         channels: int,
         image_size: int,
-        num_classes: int,
+        num_classes: int | None = None,
         root: str | None = None,
         class_names: list[str] | None = None,
         batch_size: int = 32,
@@ -105,8 +125,10 @@ class ImageFolderData(L.LightningDataModule):
         super().__init__()
         if root in (None, "", "???"):
             raise ConfigError("root", "required: the folder of the images, e.g. data.root=path/to/images")
-        if num_classes in (None, "???"):
-            raise ConfigError("num_classes", "required: the number of class folders (the model is built for it)")
+        if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)):
+            raise ConfigError(
+                "num_classes", f"must be an integer >= 2, or null (the class folders' count), got {num_classes!r}"
+            )
         check_choice("channels", channels, tuple(MODES))
         check_choice("resize", resize, RESIZE)
         check_choice("check_images", check_images, CHECKS)
@@ -122,10 +144,12 @@ class ImageFolderData(L.LightningDataModule):
         if val_fraction + test_fraction >= 1:
             raise ConfigError("val_fraction", "val_fraction + test_fraction must leave a training split")
         normalization = check_normalization(normalization, channels)
-        self.name, self.channels, self.image_size, self.num_classes = name, channels, image_size, num_classes
+        self.name, self.channels, self.image_size = name, channels, image_size
         self.root, self.batch_size = Path(root).expanduser(), batch_size
         self.split_seed, self.min_val_size = split_seed, min_val_size
-        self.class_names = [str(c) for c in class_names] if class_names is not None else None  # None: folder names
+        # the classes now, from the folder listing (cheap): the model is built for them before setup
+        self.class_root, self.split_dirs, self.class_names = self._classes(num_classes, class_names)
+        self.num_classes = len(self.class_names)
         self.normalization = normalization  # {"mean": [...], "std": [...]}; None: computed on train in setup()
         self.class_weights_setting = class_weights
         self.class_weights: torch.Tensor | None = None  # loss weights, known after setup("fit")
@@ -165,7 +189,9 @@ class ImageFolderData(L.LightningDataModule):
                 normalize,
             )
 
-    def _list_files(self) -> dict[str, list[tuple[str, int]]]:
+    def _classes(self, num_classes: int | None, class_names: list | None) -> tuple[Path, dict, list[str]]:
+        """(the folder holding the class folders, the split folders, the class names): the sorted class
+        folders, checked against num_classes and class_names where the config sets them."""
         root = self.root
         if not root.is_dir():
             raise UserError(f"data.root: {'not a folder' if root.exists() else 'no such folder'}: {root}")
@@ -179,16 +205,27 @@ class ImageFolderData(L.LightningDataModule):
                 f"{class_root}: no class folders (expected <root>/<class>/<images> "
                 "or <root>/train|val|test/<class>/<images>)"
             )
-        if self.class_names is not None and classes != self.class_names:
-            raise UserError(f"{class_root}: class folders {classes} differ from data.class_names {self.class_names}")
-        if len(classes) != self.num_classes:
-            raise UserError(
-                f"{class_root}: {len(classes)} class folders {classes}, but data.num_classes={self.num_classes}"
+        if class_names is not None and classes != [str(c) for c in class_names]:
+            raise ConfigError(
+                "data.class_names",
+                f"{[str(c) for c in class_names]} differ from the class folders of {class_root}: {classes} "
+                "(null: the folders' names)",
             )
-        self.class_names = classes
+        if num_classes is not None and num_classes != len(classes):
+            raise ConfigError(
+                "data.num_classes",
+                f"{class_root} has {len(classes)} class folders ({_listing(classes)}), but data.num_classes="
+                f"{num_classes} (null: as many as the class folders)",
+            )
+        if len(classes) < 2:
+            raise UserError(f"{class_root}: one class folder ({classes[0]}); a classifier needs two or more")
+        return class_root, split_dirs, classes
+
+    def _list_files(self) -> dict[str, list[tuple[str, int]]]:
+        root, classes = self.root, self.class_names
         index = {name: i for i, name in enumerate(classes)}
         found = {}
-        for split, folder in (split_dirs or {"train": root}).items():
+        for split, folder in (self.split_dirs or {"train": root}).items():
             unknown = sorted(set(_class_folders(folder)) - set(classes))
             if unknown:
                 raise UserError(f"{folder}: class folder(s) {unknown} not among the training classes {classes}")
@@ -243,8 +280,12 @@ class ImageFolderData(L.LightningDataModule):
                 errors = list(pool.map(lambda sample: _error(check, sample[0]), samples))
                 bad = [e for e in errors if e is not None]
                 if bad and not self.skip_corrupt:
-                    more = f" (and {len(bad) - 1} more; data.skip_corrupt=true leaves them out)" if len(bad) > 1 else ""
-                    raise UnreadableImage(f"{bad[0]}{more}")
+                    more = (
+                        f"and {len(bad) - 1} more; {SKIP_HINT.format('them')}"
+                        if len(bad) > 1
+                        else SKIP_HINT.format("it")
+                    )
+                    raise UnreadableImage(f"{bad[0]} ({more})")
                 skipped += bad
                 self.checked[split] = [s for s, e in zip(samples, errors) if e is None]
                 self._check_classes(split, self.checked[split])
