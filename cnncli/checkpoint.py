@@ -13,8 +13,12 @@ never pickled code), and what rebuilds the network and the data is looked up in 
 the user passes `trust_model_code=true` for a model or data module of their own.
 """
 
+import contextlib
 import os
 import pickle
+import pickletools
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +47,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
+        try:
+            with open(partial, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        except BaseException as e:  # the previous file at `path` is untouched; the partial one goes
+            with contextlib.suppress(OSError):  # best effort: the error to report is the one above
+                partial.unlink(missing_ok=True)
+            # a full disk fails a write inside torch.save, whose zip writer then raises "unexpected pos":
+            # the OSError is in the chain
+            cause = os_error(e) if isinstance(e, (OSError, RuntimeError)) else None
+            if cause is None:
+                raise
+            where = f" ({cause.filename})" if cause.filename and cause.filename != str(path) else ""
+            raise UserError(f"cannot write checkpoint {path}: {cause.strerror or cause}{where}") from None
+
+
+def os_error(error: BaseException) -> OSError | None:
+    """The OSError behind `error` (itself, or what it was raised from or while handling), if any."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def metadata(run_config: dict, class_names: list, normalization: dict, task: str = "classification") -> dict:
@@ -96,13 +118,19 @@ def load_file(path: Path, what: str = "checkpoint") -> object:
     if path.is_dir():
         raise UserError(f"{what}: {path} is a directory, not a checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its note on a pickle protocol other than torch's: we refuse or read
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refused a global (a class or function: unpickling it could run code), or the file is
         # no pickle at all (a text file, say)
         refused = [line.strip() for line in str(e).splitlines() if "global" in line.lower()]
-        if not refused:
-            raise UserError(f"cannot read {what} {path}: not a PyTorch file") from None
+        if not refused:  # torch stopped before it reached a global (a pickle of a newer protocol, say)
+            code = list(dict.fromkeys(name for name in pickled_globals(path) if name not in allowed_globals()))
+            if not code:
+                raise UserError(f"cannot read {what} {path}: not a PyTorch file") from None
+            more = f" and {len(code) - 5} more" if len(code) > 5 else ""
+            refused = [f"it names the global{'s' * (len(code) > 1)} {', '.join(code[:5])}{more}"]
         reason = refused[0]
         raise UserError(
             f"{what}: refused to load {path}: it holds Python objects other than tensors and plain data, which "
@@ -111,6 +139,51 @@ def load_file(path: Path, what: str = "checkpoint") -> object:
     except Exception as e:  # noqa: BLE001 (a damaged file raises anything from zip, pickle or storage code)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot read {what} {path}: truncated or not a PyTorch checkpoint ({reason})") from None
+
+
+# pickle opcodes that push a string, what STACK_GLOBAL takes its module and name from
+STRING_OPCODES = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def pickled_globals(path: Path) -> list[str]:
+    """The classes and functions (`module.name`) a pickle file names, read from its opcodes, nothing run
+    (pickletools); a torch zip file's are those of its data.pkl. Empty for a file that is no pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = next((archive.read(n) for n in archive.namelist() if n.endswith("data.pkl")), b"")
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile):
+        return []
+    names, pushed, memo = [], [], {}
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST"):
+                names.append(arg.replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(pushed) >= 2:
+                names.append(f"{pushed[-2]}.{pushed[-1]}")
+            if opcode.name == "MEMOIZE":  # stores the top of the stack, pushes nothing
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = pushed[-1] if pushed else None
+            elif opcode.name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            else:
+                pushed.append(arg if opcode.name in STRING_OPCODES else None)
+    except Exception:  # noqa: BLE001 (genops raises ValueError and others where the bytes stop being a pickle)
+        pass
+    return names
+
+
+def allowed_globals() -> set[str]:
+    """What torch.load(weights_only=True) accepts (its private allowlist, where this torch has it)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 (a torch without it: every global is reported)
+        return set()
 
 
 def is_checkpoint(data: object) -> bool:
@@ -218,6 +291,13 @@ class Checkpoint:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             detail = lines[1] if len(lines) > 1 else lines[0]
             raise UserError(f"{self.path}: the stored weights do not fit the stored model ({detail})") from None
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise UserError(
+                    f"{self.path}: the stored weights are not finite ({name} holds {bad} nan or inf values "
+                    f"of {tensor.numel()}): the run that saved them diverged"
+                )
         return model.eval()
 
     def datamodule(self, trust_code: bool = False, **options):

@@ -71,9 +71,14 @@ def console() -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    if not args or args[0] in ("-h", "--help"):
-        width = max(map(len, SUBCOMMANDS))
-        print(USAGE.format(rows="\n".join(f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items())))
+    width = max(map(len, SUBCOMMANDS))
+    usage = USAGE.format(rows="\n".join(f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()))
+    if not args:  # a usage error, as argparse reports one: the usage on stderr, exit 2
+        print(usage, file=sys.stderr)
+        print("error: no subcommand given", file=sys.stderr)
+        sys.exit(2)
+    if args[0] in ("-h", "--help"):
+        print(usage)
         return
     if args[0] in ("-V", "--version"):
         print(f"cnncli {__version__}")

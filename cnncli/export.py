@@ -35,7 +35,7 @@ from torch import nn
 from cnncli import __version__
 from cnncli.checkpoint import Checkpoint, load_file
 from cnncli.commands.export import FORMATS
-from cnncli.errors import ConfigError, UserError
+from cnncli.errors import ConfigError, UserError, check_output_file
 from cnncli.runs import run_folder
 
 METADATA_KEY = "cnncli"  # ONNX metadata_props key
@@ -315,7 +315,20 @@ def output_path(out, ckpt_path: Path, suffix: str) -> Path:
             path = path / f"model{suffix}"
     if path.suffix == ".ckpt" or (path.exists() and path.resolve() == ckpt_path.resolve()):
         raise UserError(f"out={path} would overwrite a checkpoint; export to another file name")
+    # each name a file may be renamed to: a rename replaces whatever is there (as root, even /dev/full)
+    for file in (path, unverified_path(path)):
+        check_output_file("out", file)
+        check_output_file("out", verify_json_path(file))
     return path
+
+
+def unverified_path(out: Path) -> Path:
+    """Where a file that failed verification is kept."""
+    return out.with_name(f"{out.stem}.unverified{out.suffix}")
+
+
+def verify_json_path(file: Path) -> Path:
+    return Path(f"{file}.verify.json")
 
 
 def verification_inputs(checkpoint: Checkpoint, test_images: int | None, random_images: int, trust_code: bool) -> dict:
@@ -374,7 +387,7 @@ def export(cfg: DictConfig) -> dict:
         except Exception as e:  # noqa: BLE001 (any failure to reload or run the file is a verification failure)
             error = _first_line(e)
         problems = _problems(results, read_back, metadata, error, cfg)
-        final = out if not problems else out.with_name(f"{out.stem}.unverified{out.suffix}")
+        final = out if not problems else unverified_path(out)
         os.replace(partial, final)  # atomic: the name never holds a half-written or unchecked file
     finally:
         partial.unlink(missing_ok=True)
@@ -397,7 +410,7 @@ def export(cfg: DictConfig) -> dict:
     }
     if fmt == "onnx":
         report["onnxruntime"] = importlib.import_module("onnxruntime").__version__
-    verify_json = Path(f"{final}.verify.json")
+    verify_json = verify_json_path(final)
     partial_json = verify_json.with_name(f".{verify_json.name}.partial-{os.getpid()}")
     partial_json.write_text(json.dumps(report, indent=2))
     os.replace(partial_json, verify_json)

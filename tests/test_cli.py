@@ -17,9 +17,43 @@ def test_help_lists_every_subcommand_with_one_line(tmp_path):
     assert "ckpt_path" in lines["eval"]
 
 
-def test_no_arguments_prints_help(tmp_path):
-    result = cnncli(cwd=tmp_path)
-    assert result.returncode == 0 and "subcommands:" in result.stdout
+def test_no_arguments_is_a_usage_error_help_is_not(tmp_path):
+    result = cnncli_here(cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "subcommands:" in result.stderr and result.stderr.strip().endswith("error: no subcommand given")
+    for flag in ("--help", "-h"):
+        result = cnncli_here(flag, cwd=tmp_path)
+        assert result.returncode == 0 and "subcommands:" in result.stdout and result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "args, key, form",
+    [
+        (["eval"], "ckpt_path", "PATH (a checkpoint, such as RUN_FOLDER/checkpoints/best.ckpt)"),
+        (
+            ["export", "format=torchscript"],
+            "ckpt_path",
+            "PATH (a checkpoint, such as RUN_FOLDER/checkpoints/best.ckpt)",
+        ),
+        (["predict", "ckpt_path=any.ckpt"], "inputs", "[FILE_OR_FOLDER,...] (the images to classify)"),
+    ],
+)
+def test_a_missing_mandatory_value_is_one_line_naming_the_key_exit_2(args, key, form, tmp_path):
+    result = cnncli_here(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {key}: missing: give {key}={form}"
+
+
+def test_any_mandatory_value_read_before_it_is_given_is_a_config_error(capsys):
+    """The general case (a `???` read by code that does not check it first): omegaconf's
+    MissingMandatoryValue becomes one line naming its full key, exit 2."""
+    from cnncli.errors import reports_user_errors
+
+    cfg = OmegaConf.create({"data": {"root": "???"}})
+    with pytest.raises(SystemExit) as exit_info:
+        reports_user_errors(lambda: cfg.data.root)()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: data.root: missing: give data.root=VALUE\n"
 
 
 def test_unknown_subcommand_is_refused(tmp_path):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -246,6 +247,32 @@ def test_errors_are_one_line(short_run, tmp_path):
     result = cnncli_here("export", f"ckpt_path={broken}", cwd=tmp_path)
     assert result.returncode == 1 and f"cannot read checkpoint {broken}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_out_is_written_only_as_a_regular_file(short_run, tmp_path):
+    """A rename replaces whatever is at its target (as root, /dev/full became the ONNX file): anything at
+    `out` (or at the names beside it that export may write) but a regular file is refused in one line, and
+    left as it was; so is an `out` below an existing file."""
+    ckpt = _ckpt_copy(short_run, tmp_path)
+    fifo = tmp_path / "pipe.ts"
+    os.mkfifo(fifo)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "model.ts").mkdir()  # out=busy/ means busy/model.ts
+    (tmp_path / "taken.ts.verify.json").mkdir()
+    note = tmp_path / "notes.txt"
+    note.write_text("keep")
+    folder = "is a folder, not a file; give a file name"
+    refused = {
+        str(fifo): f"out={fifo} is a named pipe (fifo), not a regular file; cnncli writes only regular files",
+        f"{tmp_path / 'busy'}/": f"out={tmp_path / 'busy' / 'model.ts'} {folder}",
+        str(tmp_path / "taken.ts"): f"out={tmp_path / 'taken.ts.verify.json'} {folder}",
+        str(note / "model.ts"): f"out={note / 'model.ts'}: {note} is a file, not a folder",
+    }
+    for out, line in refused.items():
+        result = cnncli_here("export", f"ckpt_path={ckpt}", "format=torchscript", f"out={out}", cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr == f"error: {line}\n", out
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and note.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "notes.txt", "pipe.ts", "run", "taken.ts.verify.json"]
 
 
 def test_missing_onnxruntime_names_the_package(tmp_path):

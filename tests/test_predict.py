@@ -92,3 +92,21 @@ def test_predict_from_an_exported_onnx_file_matches_the_checkpoint(short_run, te
     assert {"onnxruntime", "numpy", "PIL"} <= imported["onnx"] and "torch" not in imported["onnx"]
     assert not {"torchvision", "lightning", "sklearn", "matplotlib"} & imported["onnx"]
     assert "torch" in imported["ckpt"]
+
+
+def test_an_output_that_cannot_be_a_csv_file_is_one_line_before_predicting(short_run, test_pngs, tmp_path):
+    digit = next((test_pngs / "3").iterdir())
+    note = tmp_path / "notes.txt"
+    note.write_text("keep")
+    refused = {
+        str(tmp_path): f"output={tmp_path} is a folder, not a file; give a file name",
+        str(note / "preds.csv"): f"output={note / 'preds.csv'}: {note} is a file, not a folder",
+    }
+    for output, line in refused.items():
+        result = cnncli_here(
+            "predict", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", f"inputs=[{digit}]", f"output={output}",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 1 and result.stderr == f"error: {line}\n"
+        assert result.stdout == ""  # refused before anything was predicted
+    assert note.read_text() == "keep"

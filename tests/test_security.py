@@ -118,3 +118,30 @@ def test_resume_refuses_stored_overrides_that_name_code(override, short_run, tmp
     assert result.returncode == 1, result.stderr
     assert "refused for safety" in result.stderr and override.split("=")[0].lstrip("+") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle protocol 4", "pickle protocol 5"])
+def test_malicious_starting_weights_are_refused_for_safety_naming_the_global(how, tmp_path):
+    """model.weights is read with weights_only too; a plain pickle of a newer protocol stops torch's reader
+    before it reaches the global, which is then named from the file's opcodes (nothing is run)."""
+    import pickle
+
+    evil = tmp_path / "weights.pt"
+    payload = {"0.weight": torch.zeros(6, 1, 5, 5), "code": RunsCode()}
+    if how == "torch.save":
+        torch.save(payload, evil)
+    else:
+        evil.write_bytes(pickle.dumps(payload, protocol=int(how[-1])))
+    result = cnncli_here("train", f"hydra.run.dir={tmp_path / 'run'}", f"model.weights={evil}", cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: model.weights: refused to load {evil}: it holds Python objects other than")
+    assert "refused for safety" in line and "posix.system" in line and "not a PyTorch file" not in line
+    assert not (tmp_path / "PWNED").exists()

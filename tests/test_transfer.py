@@ -175,6 +175,9 @@ def test_two_learning_rates_in_a_real_run_from_cached_weights(tmp_path, torch_ho
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", cwd=tmp_path, env=torch_home,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    # what transfer did, on the terminal and in train.log, once
+    said = "transfer: weights from ResNet18_Weights.IMAGENET1K_V1 (model.pretrained) into all but the head (fc"
+    assert result.stdout.count(said) == 1 and said in (run_dir / "train.log").read_text()
     header, first = (run_dir / "metrics.csv").read_text().splitlines()[:2]
     rates = dict(zip(header.split(","), first.split(",")))
     assert float(rates["lr-SGD/pg1"]) == 0.01 and float(rates["lr-SGD/pg2"]) == pytest.approx(0.001)  # head, the rest
@@ -214,6 +217,23 @@ def test_weights_file_head_of_another_size_starts_fresh_other_mismatches_name_th
         build_model(compose_train(f"model.weights={tmp_path / 'junk.pt'}").model)
     with pytest.raises(ConfigError, match="model.weights: file not found"):
         build_model(compose_train(f"model.weights={tmp_path / 'missing.pt'}").model)
+
+
+def test_transfer_says_where_the_weights_came_from_what_is_frozen_and_what_trains(compose_train, tmp_path, caplog):
+    torch.save(build_model(compose_train().model).state_dict(), tmp_path / "lenet10.pt")
+    caplog.set_level("INFO", logger="cnncli.models.transfer")
+    build_model(compose_train(f"model.weights={tmp_path / 'lenet10.pt'}", "model.freeze=features").model)
+    assert caplog.messages == [
+        f"transfer: weights from {tmp_path / 'lenet10.pt'} (model.weights) into all but the head (13, which starts "
+        "fresh): 8 of 10 tensors",
+        "transfer: frozen: features (2 layers); trainable 59,134 of 61,706 parameters",  # C1, C3: 156 + 2,416
+    ]
+    caplog.clear()
+    build_model(compose_train("model=resnet20", "model.freeze=all_but_head").model)
+    assert caplog.messages == ["transfer: frozen: all_but_head (38 layers); trainable 650 of 269,434 parameters"]
+    caplog.clear()
+    build_model(compose_train().model)  # no starting weights, nothing frozen: nothing to say
+    assert caplog.messages == []
 
 
 def test_freeze_options_and_their_errors(compose_train):
@@ -288,6 +308,7 @@ def test_a_fine_tuned_checkpoint_needs_none_of_its_starting_weights(low_digits_r
         ):
             result = run_cnncli(*args, cwd=tmp_path)
             assert result.returncode == 0, f"{args[0]}: {result.stderr[-2000:]}"
+            assert "transfer:" not in result.stdout + result.stderr  # a rebuild, not a transfer
     finally:
         moved.rename(low_digits_run)
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())

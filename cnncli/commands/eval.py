@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cnncli import config_dir
 from cnncli.config import call_target, check_number
-from cnncli.errors import UserError, reports_user_errors
+from cnncli.errors import UserError, check_output_folder, reports_user_errors, require
 from cnncli.runs import run_folder
 
 
@@ -28,7 +28,10 @@ def predict(model, loader) -> tuple:
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    require(cfg, "ckpt_path", "PATH (a checkpoint, such as RUN_FOLDER/checkpoints/best.ckpt)")
     check_number(cfg, "errors", 0, integer=True)
+    if cfg.out:
+        check_output_folder("out", cfg.out)
     import torch.nn.functional as F
     from torchmetrics.functional.classification import (
         multiclass_accuracy,
@@ -60,6 +63,12 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.batch_size = cfg.batch_size
     datamodule.setup("test")
     logits, labels = predict(model, datamodule.test_dataloader())
+    broken = int((~logits.isfinite().all(dim=1)).sum())
+    if broken:  # finite weights can still overflow; a loss of nan is no result
+        raise UserError(
+            f"{cfg.ckpt_path}: the network's outputs are not finite (nan or inf) for {broken} of {len(labels)} "
+            "test images: its weights overflow"
+        )
 
     n = checkpoint.num_classes
     names = checkpoint.class_names
@@ -91,7 +100,9 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path))
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2))
-    plot_confusion_matrix(matrix.numpy(), [str(x) for x in names], out / "confusion_matrix.png")
+    model_name = checkpoint.model_name.rsplit(".", 1)[-1]  # cnncli.models.lenet.lenet5 -> lenet5
+    title = f"{model_name} on {data_name}: test top-1 {results['test/acc1']:.4f} ({len(labels)} images)"
+    plot_confusion_matrix(matrix.numpy(), [str(x) for x in names], out / "confusion_matrix.png", title=title)
     written = [out / "eval.json", out / "confusion_matrix.png"]
     if cfg.errors:
         written.append(out / "errors.png")
@@ -125,23 +136,14 @@ def plot_errors(worst: list[dict], dataset, normalization: dict, names: list[str
     """The worst-classified test images, as the network saw them (normalization undone), with their labels."""
     import torch
 
-    from cnncli.plots import plot_image_grid
+    from cnncli.plots import plot_worst_classified
 
     mean, std = (torch.tensor(normalization[k]).view(-1, 1, 1) for k in ("mean", "std"))
     pictures = []
     for row in worst:
         pixels = (dataset[row["index"]][0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
         pictures.append(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    titles = [
-        f"true {names[r['true']]} ({r['p_true']:.2f})\npred {names[r['predicted']]} ({r['p_predicted']:.2f})"
-        for r in worst
-    ]
-    plot_image_grid(
-        pictures,
-        titles,
-        path,
-        title="worst-classified test images: true class (its probability), predicted class (its probability)",
-    )
+    plot_worst_classified(pictures, worst, [str(name) for name in names], path)  # red: wrong; blue: right, unsure
 
 
 def _print(results: dict, written: list[Path]) -> None:

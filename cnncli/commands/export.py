@@ -7,12 +7,13 @@ from omegaconf import DictConfig
 
 from cnncli import config_dir
 from cnncli.config import check_number
-from cnncli.errors import ConfigError, check_choice, reports_user_errors
+from cnncli.errors import ConfigError, check_choice, reports_user_errors, require
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts", "exported_program": ".pt2"}
 
 
 def validate(cfg: DictConfig) -> None:
+    require(cfg, "ckpt_path", "PATH (a checkpoint, such as RUN_FOLDER/checkpoints/best.ckpt)")
     check_choice("format", cfg.format, list(FORMATS))
     check_number(cfg, "atol", 0)
     check_number(cfg, "min_top1_agreement", 0, 1)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from cnncli import config_dir
 from cnncli.data import images
-from cnncli.errors import UserError, reports_user_errors
+from cnncli.errors import UserError, check_output_file, reports_user_errors, require
 
 
 def image_files(inputs: list[str]) -> list[Path]:
@@ -63,6 +63,8 @@ class OnnxModel:
             import onnxruntime
         except ImportError:
             raise UserError("model_file needs onnxruntime: pip install 'cnncli[export]'") from None
+        if Path(path).is_dir():
+            raise UserError(f"model_file: {path} is a directory, not an .onnx file")
         if not Path(path).is_file():
             raise UserError(f"model file not found: {path}")
         try:
@@ -82,10 +84,13 @@ class OnnxModel:
 
 
 def predict(cfg: DictConfig) -> list[dict]:
+    require(cfg, "inputs", "[FILE_OR_FOLDER,...] (the images to classify)")
     if (cfg.ckpt_path is None) == (cfg.model_file is None):
         raise UserError("give exactly one of ckpt_path=PATH (a checkpoint) or model_file=PATH (an .onnx file)")
     if cfg.top_k < 1:
         raise UserError(f"top_k: must be >= 1, got {cfg.top_k}")
+    if cfg.output:  # checked now, not after every image was predicted; a device (/dev/stdout) is opened, kept
+        check_output_file("output", cfg.output, devices=True)
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
     files = image_files(inputs)
     if cfg.ckpt_path is not None:

@@ -2,9 +2,9 @@
 `cnncli predict` from a checkpoint or an exported ONNX file (which must not need torch) and `cnncli viz`
 all read images here, so a deployed model is fed exactly what training fed it.
 
-PIL open -> "L" (channels 1) or "RGB" (channels 3) -> resize to size x size (`stretch`, or `center_crop`:
-shorter side to size, centre square; bilinear with antialiasing, as torchvision's Resize on a PIL image)
--> float32 [C, H, W] in [0, 1]. Normalization follows, as each caller needs it.
+PIL open -> (16-bit grayscale scaled to 8 bits) -> "L" (channels 1) or "RGB" (channels 3) -> resize to
+size x size (`stretch`, or `center_crop`: shorter side to size, centre square; bilinear with antialiasing,
+as torchvision's Resize on a PIL image) -> float32 [C, H, W] in [0, 1]. Normalization follows, as each caller needs it.
 """
 
 import numpy as np
@@ -17,6 +17,8 @@ from cnncli.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 RESIZE = ("stretch", "center_crop")
 MODES = {1: "L", 3: "RGB"}
+# PIL's modes of 16-bit grayscale files (PNG, TIFF, PGM); "I" (32-bit) is how older Pillows open them
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class UnreadableImage(UserError):
@@ -40,9 +42,18 @@ def load_image(path: str, mode: str, size: int) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.draft(mode, (size, size))
+            if image.mode in SIXTEEN_BIT:
+                image = eight_bit(image)
             return image.convert(mode)
     except Exception as e:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, ... by format)
         raise UnreadableImage(f"unreadable image file {path}: {_reason(e, path)}") from None
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image as 8-bit "L", its full range kept: round(value * 255 / 65535). (PIL's own
+    convert("L") clips the values to 0-255, which turns a 16-bit picture nearly all white.)"""
+    values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.rint(values * (255 / 65535)).astype(np.uint8), "L")
 
 
 def check_header(path: str) -> None:

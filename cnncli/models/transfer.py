@@ -9,6 +9,7 @@ head outputs the class scores (GoogLeNet's auxiliary heads too); the classifier 
 convolutional features; the features are everything else.
 """
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     import torchvision
 
     from cnncli.models import Parts
+
+log = logging.getLogger(__name__)  # `cnncli train` shows INFO on the terminal and in train.log
 
 FREEZE = ("none", "features", "all_but_head")
 # The zoo's builders whose layers are exactly torchvision's, so its ImageNet weights fit them.
@@ -55,6 +58,10 @@ def freeze_layers(model: nn.Module, parts: "Parts", part: str) -> None:
         )
     for parameter in frozen:
         parameter.requires_grad_(False)
+    layers = {name.rpartition(".")[0] for name, p in model.named_parameters() if not p.requires_grad}
+    training = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info(f"transfer: frozen: {part} ({len(layers)} layers); trainable {training:,} of {total:,} parameters")
 
 
 # ---------------------------------------------------------------------------------------- starting weights
@@ -99,9 +106,9 @@ def read_weights(path: str) -> dict:
     from cnncli import checkpoint  # the one reader of files that hold weights
 
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError("model.weights", f"file not found: {path}")
-    data = checkpoint.load_file(path, "model.weights")
+    data = checkpoint.load_file(path, "model.weights")  # a directory, a damaged or an unsafe file: one line
     if checkpoint.is_checkpoint(data):
         return checkpoint.network_weights(data)
     if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -116,7 +123,7 @@ def load_starting_weights(model: nn.Module, parts: "Parts", state: dict, source:
     1-channel model is summed over its channels (the same output as the gray image copied to RGB); any
     other mismatch is an error."""
     own = model.state_dict()
-    loaded = {}
+    loaded, summed = {}, False
     for key, value in state.items():
         if key not in own:
             if getattr(model, key.split(".")[0], "absent") is None:
@@ -127,7 +134,7 @@ def load_starting_weights(model: nn.Module, parts: "Parts", state: dict, source:
         if value.shape == own[key].shape:
             loaded[key] = value
         elif key == f"{parts.first_conv}.weight" and value.shape[1] == 3 and own[key].shape[1] == 1:
-            loaded[key] = value.sum(dim=1, keepdim=True)
+            loaded[key], summed = value.sum(dim=1, keepdim=True), True
         else:
             hint = " (ImageNet weights need data.channels=3 or 1)" if value.dim() == 4 and value.shape[1] == 3 else ""
             raise UserError(
@@ -138,3 +145,7 @@ def load_starting_weights(model: nn.Module, parts: "Parts", state: dict, source:
         more = f" and {len(missing) - 1} more of the model's weights" if len(missing) > 1 else ""
         raise UserError(f"{source}: has no {missing[0]}{more} (is it the same architecture?)")
     model.load_state_dict(loaded, strict=False)
+    key, _, origin = source.partition(": ")  # "model.weights: PATH", "model.pretrained: ResNet18_Weights.X"
+    adapted = f"; {parts.first_conv}'s RGB filters summed for gray input" if summed else ""
+    into = f"all but the head ({', '.join(parts.head)}, which starts fresh)" if parts.head else "every layer"
+    log.info(f"transfer: weights from {origin} ({key}) into {into}: {len(loaded)} of {len(own)} tensors{adapted}")
