@@ -20,7 +20,8 @@ def override_key(argument: str) -> str:
 def resume_arguments(args: list[str]) -> list[str]:
     """`resume=RUN_DIR` (or `resume=last`: the newest run under outputs/train/) becomes the run's own
     overrides (RUN_DIR/.hydra/overrides.yaml), then those given now, which win (`trainer.max_epochs=20`
-    extends a run), then `hydra.run.dir=RUN_DIR`: the run continues in its folder with its config."""
+    extends a run), then `hydra.run.dir=RUN_DIR`: the run continues in its folder with its config; its
+    .hydra/overrides.yaml is replaced only when the resumed run starts."""
     resume = [arg.split("=", 1)[1] for arg in args if override_key(arg) == "resume"]
     if not resume or resume[-1] in ("", "null"):
         return args
@@ -33,7 +34,9 @@ def resume_arguments(args: list[str]) -> list[str]:
     if not any(override_key(arg) == "trust_model_code" and arg.endswith("=true") for arg in args):
         for override in original:
             _check_stored_override(override, run_dir)
-    return [*original, *given, f"hydra.run.dir='{run_dir}'", f"resume='{run_dir}'"]
+    # Hydra would write .hydra/ before the run starts, so a refused resume would leave its overrides as the
+    # run's: cnncli train writes them once the resumed run has passed its checks (runs.write_overrides)
+    return [*original, *given, f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=null", f"resume='{run_dir}'"]
 
 
 def _check_stored_override(override: str, run_dir: Path) -> None:

@@ -182,3 +182,20 @@ def test_sigterm_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path):
 
 def _text(path) -> str:
     return path.read_text() if path.is_file() else ""
+
+
+def test_a_resume_that_does_not_fit_the_checkpoint_is_one_line_and_changes_nothing(straight, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(straight, copy)
+    kept = {p: p.read_bytes() for p in [copy / ".hydra" / "overrides.yaml", copy / "summary.json",
+                                        *(copy / "checkpoints").iterdir()]}  # fmt: skip
+    result = cnncli_here("train", f"resume={copy}", "model=mlp", "trainer.max_epochs=6", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: resume: {copy}/checkpoints/last.ckpt does not fit this run's network (Missing key(s) in state_dict"
+        )
+    )
+    assert {p: p.read_bytes() for p in kept} == kept  # the run's own overrides too: resume=RUN still continues it

@@ -30,6 +30,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     validate_train_config(cfg)  # plain values: a bad one is refused before torch is imported
     # torch and Lightning are imported here, not above: --help, --cfg job and a refused value never load them
     import lightning as L
+    from lightning.pytorch.callbacks import LambdaCallback
     from lightning.pytorch.utilities import rank_zero_only
 
     from cnncli import checkpoint, optim
@@ -57,7 +58,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
             cfg.data[key] = getattr(datamodule, key)
     # set before anything is computed: the data's statistics are float sums too, which the thread count changes
     threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, starting_weights=not resume)  # resumed: last.ckpt holds every weight
     datamodule.setup("fit")
     run_config = OmegaConf.to_container(cfg, resolve=True)
     is_rank_zero = rank_zero_only.rank == 0  # under DDP only rank 0 writes files (Lightning: checkpoints, logs)
@@ -66,6 +67,9 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization)
     head = model_parts(run_config["model"], model).head
     module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
+    if resume and is_rank_zero:  # Hydra wrote no .hydra/ for it (cnncli/resume.py): once last.ckpt has loaded
+        overrides = list(HydraConfig.get().overrides.task)
+        callbacks = (*callbacks, LambdaCallback(on_train_start=lambda *_: runs.write_overrides(run_dir, overrides)))
     trainer = build_trainer(cfg, run_dir, (threads, *callbacks))
     if resume and is_rank_zero:
         keep_metrics_csv(trainer, resume)
@@ -81,6 +85,14 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     except SystemExit:  # how Lightning ends a fit stopped by SIGTERM (SIGTERMException) or Ctrl-C (exit 1)
         if not trainer.interrupted:
             raise
+    except RuntimeError as e:
+        if not (resume and "loading state_dict" in str(e)):
+            raise
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise UserError(
+            f"resume: {resume} does not fit this run's network ({lines[1] if len(lines) > 1 else lines[0]}); "
+            "resume with the run's own model options"
+        ) from None
     except task.NonFiniteLoss as e:  # the run folder still says what happened and shows the epochs completed
         if is_rank_zero:
             failure = runs.record_failure(run_dir, e, module.history)
