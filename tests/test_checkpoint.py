@@ -226,3 +226,16 @@ def test_a_checkpoint_that_cannot_be_written_ends_cnncli_train_in_one_line(tmp_p
         f"error: cannot write checkpoint {checkpoints / 'best.ckpt'}: Is a directory "
         f"({checkpoints / '.best.ckpt.partial'})"
     ]
+
+
+def test_eval_on_an_image_folder_with_other_classes_is_one_line(short_run, tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b", "c"):  # 3 class folders; the checkpoint's LeNet-5 predicts 10 digits
+        (tmp_path / "images" / name).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / "images" / name / "0.png")
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+    result = cnncli_here("eval", f"ckpt_path={ckpt}", "data=imagefolder", f"data.root={tmp_path / 'images'}",
+                         cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: data 'imagefolder' has 3 classes; the checkpoint's model predicts 10"

@@ -48,16 +48,16 @@ def evaluate(cfg: DictConfig) -> dict:
     model = checkpoint.network(trust_code=cfg.trust_model_code)
     pre = checkpoint.preprocessing
     if cfg.get("data"):  # the user's data config: other data, converted to what the network was trained on
-        if cfg.data.num_classes != checkpoint.num_classes:
-            raise UserError(
-                f"data {cfg.data.get('name')!r} has {cfg.data.num_classes} classes; "
-                f"the checkpoint's model predicts {checkpoint.num_classes}"
-            )
         data_cfg = OmegaConf.merge(
             cfg.data,
             {"channels": pre.channels, "image_size": pre.image_size, "normalization": checkpoint.normalization},
         )
         datamodule, data_name = call_target("data", data_cfg), cfg.data.get("name")
+        if datamodule.num_classes != checkpoint.num_classes:  # an image folder's: its class folders
+            raise UserError(
+                f"data {data_name!r} has {datamodule.num_classes} classes; "
+                f"the checkpoint's model predicts {checkpoint.num_classes}"
+            )
     else:  # the run's own data, with the run's own statistics: evaluation sees exactly what training saw
         datamodule, data_name = checkpoint.datamodule(cfg.trust_model_code), checkpoint.data_name
     datamodule.batch_size = cfg.batch_size
