@@ -92,8 +92,19 @@ def release(folder: Path, *, discard: bool = False) -> None:
         return
     lock, created = _claimed.pop(folder)
     if discard and created and not (folder / SUMMARY).exists() and not (folder / "checkpoints").exists():
+        _stop_logging_into(folder)
         shutil.rmtree(folder, ignore_errors=True)
     lock.close()
+
+
+def _stop_logging_into(folder: Path) -> None:
+    """Detach the log handlers that write into `folder` (its train.log), which is about to be removed."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(folder):
+                logger.removeHandler(handler)
+                handler.close()
 
 
 class RunFolderGuard(Callback):
