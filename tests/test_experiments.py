@@ -52,6 +52,8 @@ def test_experiment_composes_into_a_valid_run_and_states_its_result(name):
     assert "cnncli train experiment=" + name in header  # how to run it
     assert "\n# Result: " in header  # what the lab (or paper) reports, or why it is not measured here
     cfg = composed(f"experiment={name}")
+    if cfg.data.num_classes is None:  # an image folder's classes are its class folders: 3 of them, say
+        cfg = composed(f"experiment={name}", "data.num_classes=3")
     model, data, optimizer, scheduler = LABS[name]
     assert (cfg.model._target_, cfg.data._target_) == (f"cnncli.models.{model}", f"cnncli.data.{data}")
     assert cfg.optimizer._target_ == f"torch.optim.{optimizer}"
