@@ -59,3 +59,20 @@ def test_searchpath_override_adds_the_folder_too(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "- 512" in result.stdout and "cnncli.models.mlp.mlp" in result.stdout
+
+
+def test_a_sweep_shown_with_cfg_job_finds_the_users_config_folder_too(tmp_path):
+    from conftest import cnncli_here
+
+    (tmp_path / "myconf" / "model").mkdir(parents=True)
+    (tmp_path / "myconf" / "model" / "tiny.yaml").write_text(
+        "_target_: cnncli.models.mlp.mlp\nin_channels: ${data.channels}\nnum_classes: ${data.num_classes}\n"
+        "image_size: ${data.image_size}\nhidden: [7]\n"
+    )
+    shown = cnncli_here("train", "-m", "--config-dir", "myconf", "model=tiny,lenet5", "--cfg", "job", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    jobs = shown.stdout.split("# job ")[1:]
+    assert [job.splitlines()[0] for job in jobs] == ["0: model=tiny", "1: model=lenet5"]
+    assert "hidden:\n  - 7" in jobs[0] and "cnncli.models.lenet.lenet5" in jobs[1]  # theirs, and ours
+    unknown = cnncli_here("train", "-m", "model=nope,mlp", "--cfg", "job", cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stderr.strip() == "error: In 'train': Could not find 'model/nope'"

@@ -195,15 +195,16 @@ def show_sweep(args: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    config_path, config_name, overrides = str(config_dir()), "train", []
+    config_name, overrides, search = "train", [], []
     flags = iter(args)
     for arg in flags:
         if arg in ("-c", "--cfg"):
             if (shown := next(flags, None)) != "job":
                 raise UserError(f"with -m, --cfg shows each job's config: --cfg job (not {shown!r})")
-        elif arg in ("-cd", "--config-dir"):
-            config_path = next(flags, config_path)
+        elif arg in ("-cd", "--config-dir"):  # as Hydra does: a folder added to the search path, before ours
+            search.append(f"file://{Path(next(flags, '.')).resolve()}")
         elif arg in ("-cn", "--config-name"):
             config_name = next(flags, config_name)
         elif arg.startswith("-") and arg not in ("-m", "--multirun"):
@@ -211,10 +212,17 @@ def show_sweep(args: list[str]) -> None:
         elif not arg.startswith("-"):
             overrides.append(arg)
     jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
-    with initialize_config_dir(config_dir=str(Path(config_path).resolve()), version_base="1.3"):
+    searchpath = [f"hydra.searchpath=[{','.join(search)}]"] if search else []
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for number, job in enumerate(jobs):
+            try:
+                config = compose(config_name, overrides=[*job, *searchpath])
+            except HydraException as e:  # an unknown option or key: a config error, as Hydra's own exit says
+                error = UserError(str(e).strip().splitlines()[0])
+                error.exit_code = 2
+                raise error from None
             print(f"# job {number}: {' '.join(job) or '(no overrides)'}")
-            print(OmegaConf.to_yaml(compose(config_name, overrides=job)))
+            print(OmegaConf.to_yaml(config))
 
 
 def _is_ddp_rank_above_zero() -> bool:
