@@ -48,6 +48,7 @@ class Row:
     percent: float = 0.0  # of the model's parameters
     calls: int = 0  # forward calls (a ReLU module shared by a ResNet block is called 3 times)
     folded: int = 0  # layers with parameters folded into this row by `depth`
+    shared_with: str = ""  # the first name of a module registered under several (its parameters are counted there)
 
 
 @dataclass
@@ -263,6 +264,7 @@ class _Record:
     nhwc: bool = False
     macs: int | None = None  # conv/linear by formula; other leaves from the op counter
     activation_bytes: int = 0
+    call_shapes: list = field(default_factory=list)  # (shape, nhwc, macs) of each call, in order
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -299,11 +301,14 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
         first = _first_tensor(output)
         if record.shape is None and first is not None:
             record.shape, record.nhwc = list(first.shape), bool(getattr(first, _NHWC, False))
+        macs = None
         if id(module) in leaves:
             record.activation_bytes += sum(t.numel() * t.element_size() for t in _all_tensors(output))
             macs = layer_macs(module, inputs, output)
             if macs is not None:
                 record.macs = (record.macs or 0) + macs
+        if first is not None:
+            record.call_shapes.append((list(first.shape), bool(getattr(first, _NHWC, False)), macs))
         if id(module) in weight_layers and isinstance(output, torch.Tensor):
             inputs_depth = max((getattr(t, _DEPTH, 0) for t in _tensors(inputs)), default=0)
             _tag(output, inputs_depth + 1, bool(getattr(output, _NHWC, False)))
@@ -332,7 +337,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
                 record.macs = counter.macs.get(id(m), 0)
         outside = sum(n for key, n in counter.macs.items() if key not in leaves)
 
-    rows = _rows(modules, records, leaves, depth)
+    # every name a module is registered under gets its row (named_modules() lists a reused instance once)
+    rows = _rows(list(model.named_modules(remove_duplicate=False)), records, leaves, depth)
     total_params = sum(p.numel() for p in model.parameters())
     for row in rows:
         row.percent = 100.0 * row.params / total_params if total_params else 0.0
@@ -360,7 +366,13 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
 
 
 def _rows(modules, records, leaves, depth: int | None) -> list[Row]:
+    """One row per registered name. A module instance registered under several names (one LRN layer placed
+    twice in a Sequential) is one module called several times: when it is called once per name, in order,
+    each name's row gets its own call's shape and MACs; its parameters are counted in its first row."""
     limit = math.inf if depth is None else depth
+    registered: dict[int, list[str]] = {}  # each module's names
+    for name, m in modules:
+        registered.setdefault(id(m), []).append(name)
     rows = []
     for name, m in modules:
         level = name.count(".") + 1 if name else 0
@@ -373,10 +385,19 @@ def _rows(modules, records, leaves, depth: int | None) -> list[Row]:
         if id(m) in leaves:
             own = list(m.parameters(recurse=False))
             buffers, buffer_formula = _buffer_formula(m)
+            same = registered[id(m)]
+            macs, calls, first = record.macs or 0, record.calls, same[0]
+            if len(same) > 1 and len(record.call_shapes) == len(same):  # call i ran as name i
+                call_shape, nhwc, call_macs = record.call_shapes[same.index(name)]
+                shape, output, macs, calls = call_shape[1:], shape_text(call_shape, nhwc), call_macs or 0, 1
+            elif len(same) > 1 and name != first:
+                macs = 0  # counted in the first name's row
+            counted = own if name == first else []
             rows.append(
-                Row(label, type(m).__name__, shape, output, sum(p.numel() for p in own),
-                    sum(p.numel() for p in own if p.requires_grad), param_formula(m), buffers, buffer_formula,
-                    record.macs or 0, calls=record.calls)
+                Row(label, type(m).__name__, shape, output, sum(p.numel() for p in counted),
+                    sum(p.numel() for p in counted if p.requires_grad), param_formula(m) if name == first else "0",
+                    buffers if name == first else 0, buffer_formula if name == first else "", macs, calls=calls,
+                    shared_with="" if name == first else first)
             )  # fmt: skip
         elif level == limit:  # fold the whole subtree into this row
             params = list(m.parameters())

@@ -81,6 +81,28 @@ def test_resnet50_and_alexnet(tables):
     assert tables["alexnet"].totals.macs == pytest.approx(0.714e9, rel=1e-3)
 
 
+def test_a_module_placed_under_two_names_gets_a_row_for_each_call():
+    conv, norm = nn.Conv2d(3, 8, 3), nn.LocalResponseNorm(5)
+    shared = nn.Sequential(conv, norm, nn.MaxPool2d(2), norm, nn.Conv2d(8, 4, 1))  # `norm` twice, one instance
+    table = layer_table(shared, (3, 10, 10))
+    rows = {row.name: row for row in table.rows}
+    assert [(rows[n].output, rows[n].calls, rows[n].shared_with) for n in ("1", "3")] == [
+        ("8x8x8", 1, ""), ("4x4x8", 1, "1")
+    ]  # fmt: skip
+
+    class Alias(nn.Module):  # a layer with weights registered under two names (an alias), called once
+        def __init__(self):
+            super().__init__()
+            self.conv = self.stem = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    rows = {row.name: row for row in layer_table(Alias(), (3, 10, 10)).rows}
+    assert (rows["conv"].params, rows["stem"].params, rows["stem"].shared_with) == (224, 0, "conv")
+    assert sum(row.params for row in rows.values()) == 224  # counted once
+
+
 def test_convnext_counts_linear_layers_at_every_position(tables):
     table = tables["convnext_tiny"]
     assert table.totals.macs == pytest.approx(4.456e9, rel=5e-3)
@@ -264,6 +286,10 @@ def test_cli_alexnet_single_tower(cli):
                                            "4096", "4096", "1000"]  # fmt: skip
     assert [row[2] for row in rows if row[1] == "MaxPool2d"][-1] == "6x6x256"
     assert "62,378,344" in out and "1,135,256,096" in out  # 1.135 G MACs at 227x227x3
+    # each response normalization its own layer (one module placed twice showed as `LocalResponseNorm x2`)
+    assert [(row[0], row[1], row[2]) for row in rows if row[1].startswith("LocalResponseNorm")] == [
+        ("features.2.norm", "LocalResponseNorm", "55x55x96"), ("features.6.norm", "LocalResponseNorm", "27x27x256")
+    ]  # fmt: skip
 
 
 def test_cli_bad_input(cli):

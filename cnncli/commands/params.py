@@ -185,6 +185,7 @@ def _hwc(info: dict) -> str:
 
 def _row_cells(row) -> list[str]:
     kind = row.type + (f" x{row.calls}" if row.calls > 1 else "") + (" (not called)" if not row.calls else "")
+    kind += f" (the module of {row.shared_with})" if row.shared_with else ""
     formula = "" if row.params == 0 and not row.folded else row.formula
     if row.buffers and row.buffer_formula:
         formula += f" (+{row.buffer_formula} buffers)"

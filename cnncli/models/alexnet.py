@@ -81,14 +81,16 @@ def alexnet(
         norm = [nn.BatchNorm2d(out_maps)] if batch_norm else []
         return [nn.Conv2d(in_maps, out_maps, **options), *norm, nn.ReLU(inplace=True)]
 
-    # batch_norm=true (the course's lab): BatchNorm after every conv, in place of the response normalization
-    lrn = [] if batch_norm else [TowerLRN(towers)]
+    def lrn() -> list[nn.Module]:
+        """batch_norm=true (the course's lab): BatchNorm after every conv, in place of the response normalization"""
+        return [] if batch_norm else [TowerLRN(towers)]
+
     features = nn.Sequential(
         *conv(in_channels, 96, kernel_size=11, stride=4),  # conv1: each tower sees all input channels
-        *lrn,
+        *lrn(),
         nn.MaxPool2d(3, stride=2),  # overlapping pooling (3 > 2): the paper's choice, it overfits less
         *conv(96, 256, kernel_size=5, padding=2, groups=towers),  # conv2
-        *lrn,
+        *lrn(),
         nn.MaxPool2d(3, stride=2),
         *conv(256, 384, kernel_size=3, padding=1),  # conv3: the one conv that crosses the towers
         *conv(384, 384, kernel_size=3, padding=1, groups=towers),  # conv4
