@@ -306,3 +306,13 @@ def test_vgg19_costs_no_more_memory_than_lenet5(cli):
     lenet, vgg19 = (int(ok(cli[key]) and cli[key].stderr.split("PEAK_RSS_KB")[-1]) for key in ("lenet5", "vgg19"))
     assert vgg19 - lenet < 50 * 1024, (lenet, vgg19)
     assert ok(cli["vgg19"]).splitlines()[-1].startswith("total,,,,,143667240,")
+
+
+def test_an_image_folder_without_a_class_count_is_one_line(tmp_path):
+    from conftest import cnncli_here
+
+    result = cnncli_here("params", "data=imagefolder", "data.root=x", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: data.num_classes: params does not read the image folder: give data.num_classes=N"
+    )

@@ -94,6 +94,8 @@ def summarize(cfg: DictConfig, name: str) -> dict:
         source = f"data={cfg.data.get('name', '?')}" if cfg.get("data") is not None else "native"
         if cfg.get("data") is None:
             cfg.data = {"name": "native", **native_input(target)}
+        if cfg.data.get("num_classes", 0) is None:  # an image folder's: its class folders, counted by train
+            raise ConfigError("data.num_classes", "params does not read the image folder: give data.num_classes=N")
         if cfg.input_size is not None:
             cfg.data.image_size = cfg.input_size
             source += f", input_size={cfg.input_size}"
