@@ -86,6 +86,28 @@ def main() -> None:
     run(args[0], args[1:])
 
 
+# Hydra's flags: the ones that take a value, and --info's optional one
+FLAGS_WITH_VALUE = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+                    "--config-dir", "--experimental-rerun", "-sc", "--shell-completion")  # fmt: skip
+INFO_VALUES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides: Hydra's parser takes the overrides as one list,
+    so `cnncli export ckpt_path=X -m format=onnx,torchscript` would be refused for its arguments after -m."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        arg, value = args[i], args[i + 1 : i + 2]
+        takes_value = arg in FLAGS_WITH_VALUE or (arg == "--info" and value and value[0] in INFO_VALUES)
+        if arg.startswith("-"):
+            flags += [arg, *value] if takes_value else [arg]
+            i += 2 if takes_value else 1
+        else:
+            overrides.append(arg)
+            i += 1
+    return [*flags, *overrides]
+
+
 def run(name: str, args: list[str]) -> None:
     if name not in SUBCOMMANDS:
         print(f"error: unknown subcommand {name!r}; choose from: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
@@ -97,6 +119,7 @@ def run(name: str, args: list[str]) -> None:
     if package and importlib.util.find_spec(package) is None:  # found without importing it
         print(f'error: cnncli {name} needs {package}: pip install "cnncli[{name}]"', file=sys.stderr)
         sys.exit(1)
+    args = flags_first(args)
     command = importlib.import_module(f"cnncli.commands.{name}")
     command_line = getattr(command, "command_line", None)
     overrides = reports_user_errors(command_line)(args) if command_line else args
