@@ -83,6 +83,17 @@ def cnncli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["cnncli", *args], code, out.getvalue(), err.getvalue())
 
 
+def edited_checkpoint(run_dir: Path, tmp_path: Path, edit, name: str = "edited.ckpt") -> str:
+    """The run's last checkpoint, loaded as plain data, changed by `edit(data)` and saved as a new file."""
+    import torch
+
+    data = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    edit(data)
+    path = tmp_path / name
+    torch.save(data, path)
+    return str(path)
+
+
 def train(run_dir: Path, *overrides: str, cwd: Path | None = None, flags: tuple[str, ...] = ()) -> dict:
     """A training run into run_dir that must succeed; returns its summary.json. Hydra's own flags
     (--config-dir DIR) go before the overrides."""

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import QUIET, cnncli, cnncli_here
+from conftest import QUIET, cnncli, cnncli_here, edited_checkpoint
 
 from cnncli import checkpoint as checkpoint_module
 from cnncli.errors import UserError
@@ -76,11 +76,7 @@ def test_eval_on_a_data_set_with_other_classes_is_refused(short_run, tmp_path):
 
 def edited_copy(short_run, tmp_path, edit) -> str:
     """The short run's last checkpoint with its weights (state_dict) edited, saved as a new file."""
-    data = torch.load(short_run / "checkpoints" / "last.ckpt", weights_only=True)
-    edit(data["state_dict"])
-    path = tmp_path / "edited.ckpt"
-    torch.save(data, path)
-    return str(path)
+    return edited_checkpoint(short_run, tmp_path, lambda data: edit(data["state_dict"]))
 
 
 def commands_reading(path: str, tmp_path) -> dict[str, list[str]]:

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 import torch
-from conftest import QUIET, cnncli, cnncli_here
+from conftest import QUIET, cnncli, cnncli_here, edited_checkpoint
 
 from cnncli.checkpoint import Checkpoint
 from cnncli.errors import UserError
@@ -16,11 +16,7 @@ WALK = "cnncli.models.lenet.torch.serialization.os.system"
 
 
 def crafted(short_run, tmp_path, edit) -> str:
-    checkpoint = torch.load(short_run / "checkpoints" / "last.ckpt", weights_only=True)
-    edit(checkpoint["cnncli"])
-    path = tmp_path / "crafted.ckpt"
-    torch.save(checkpoint, path)
-    return str(path)
+    return edited_checkpoint(short_run, tmp_path, lambda data: edit(data["cnncli"]), "crafted.ckpt")
 
 
 def set_model(target: str, **options):
