@@ -92,9 +92,10 @@ FLAGS_WITH_VALUE = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-
 INFO_VALUES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
 
-def flags_first(args: list[str]) -> list[str]:
-    """Hydra's flags (with their values) before the overrides: Hydra's parser takes the overrides as one list,
-    so `cnncli export ckpt_path=X -m format=onnx,torchscript` would be refused for its arguments after -m."""
+def flags_last(args: list[str]) -> list[str]:
+    """Hydra's flags (with their values) after the overrides: Hydra's parser takes the overrides as one list,
+    so `cnncli export ckpt_path=X -m format=onnx,torchscript` would be refused for its arguments after -m (and
+    a flag before them whose value is optional, --info, would take the first override as its value)."""
     flags, overrides, i = [], [], 0
     while i < len(args):
         arg, value = args[i], args[i + 1 : i + 2]
@@ -105,7 +106,7 @@ def flags_first(args: list[str]) -> list[str]:
         else:
             overrides.append(arg)
             i += 1
-    return [*flags, *overrides]
+    return [*overrides, *flags]
 
 
 def run(name: str, args: list[str]) -> None:
@@ -119,9 +120,9 @@ def run(name: str, args: list[str]) -> None:
     if package and importlib.util.find_spec(package) is None:  # found without importing it
         print(f'error: cnncli {name} needs {package}: pip install "cnncli[{name}]"', file=sys.stderr)
         sys.exit(1)
-    args = flags_first(args)
     command = importlib.import_module(f"cnncli.commands.{name}")
     command_line = getattr(command, "command_line", None)
-    overrides = reports_user_errors(command_line)(args) if command_line else args
+    # after command_line: its mode word (`viz cam`, `data show`) comes first as the user typed it
+    overrides = flags_last(reports_user_errors(command_line)(args) if command_line else args)
     sys.argv = [getattr(command, "PROGRAM", f"cnncli {name}"), *overrides]
     command.main()

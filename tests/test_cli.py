@@ -194,20 +194,10 @@ def test_output_cut_short_by_its_reader_is_no_traceback(tmp_path):
     assert plain.stderr == "" and plain.stdout == "1\n", plain.stderr[-2000:]
 
 
-def test_hydra_flags_may_follow_the_overrides():
-    from cnncli.cli import flags_first
+def test_hydra_flags_may_come_among_the_overrides():
+    from cnncli.cli import flags_last
 
-    assert flags_first(["ckpt_path=x", "-m", "format=onnx,torchscript"]) == [
-        "-m",
-        "ckpt_path=x",
-        "format=onnx,torchscript",
-    ]
-    assert flags_first(["model=mlp", "--cfg", "job", "--resolve", "seed=1"]) == [
-        "--cfg",
-        "job",
-        "--resolve",
-        "model=mlp",
-        "seed=1",
-    ]
-    assert flags_first(["a=1", "--info", "defaults", "b=2", "--info"]) == ["--info", "defaults", "--info", "a=1", "b=2"]
-    assert flags_first(["--config-dir", "myconf", "model=tiny"]) == ["--config-dir", "myconf", "model=tiny"]
+    assert flags_last(["ckpt_path=x", "-m", "format=onnx,ts"]) == ["ckpt_path=x", "format=onnx,ts", "-m"]
+    assert flags_last(["--cfg", "job", "model=mlp", "--resolve"]) == ["model=mlp", "--cfg", "job", "--resolve"]
+    assert flags_last(["--info", "a=1", "--info", "defaults", "b=2"]) == ["a=1", "b=2", "--info", "--info", "defaults"]
+    assert flags_last(["--config-dir", "myconf", "model=tiny"]) == ["model=tiny", "--config-dir", "myconf"]
