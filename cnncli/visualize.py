@@ -31,10 +31,9 @@ from torch import nn
 from torchvision.transforms import v2
 
 from cnncli import config_dir
-from cnncli.commands.compare import check_folder
 from cnncli.commands.predict import CheckpointModel
 from cnncli.data import images
-from cnncli.errors import ConfigError, UserError, check_choice
+from cnncli.errors import ConfigError, UserError, check_choice, check_output_folder
 from cnncli.models.lenet import SparseConv2d, Subsampling
 from cnncli.plots import plot_image_grid, plt
 from cnncli.runs import run_folder
@@ -54,7 +53,7 @@ def visualize(cfg: DictConfig) -> list[Path]:
     """The PNGs of cfg.mode (cfg checked by cnncli/commands/viz.py); their paths, printed."""
     net = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
     out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path)) / "viz"
-    check_folder("out", out)
+    check_output_folder("out", out)
     out.mkdir(parents=True, exist_ok=True)
     existing = set(out.iterdir())
     if cfg.mode == "filters":

@@ -13,20 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cnncli import runs
-from cnncli.errors import ConfigError, UserError, reports_user_errors
+from cnncli.errors import ConfigError, UserError, check_parents, reports_user_errors
 
 # the picture formats `out=` may name (matplotlib writes each by its suffix); shared by data show and viz
 PICTURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
-
-
-def check_folder(key: str, folder: Path, value: Path | None = None) -> None:
-    """A folder that exists or can be made: no part of its path is a file (mkdir would raise). `value`: what
-    the user gave, when the folder is that file's."""
-    for part in (folder, *folder.parents):
-        if part.exists():
-            if not part.is_dir():
-                raise UserError(f"{key}={value or folder}: {part} is a file, not a folder")
-            return
 
 
 def check_picture(key: str, path: Path) -> None:
@@ -36,7 +26,7 @@ def check_picture(key: str, path: Path) -> None:
         raise ConfigError(key, f"must be a picture file ending in {formats}, got {str(path)!r}")
     if path.exists() and not path.is_file():
         raise UserError(f"{key}={path}: is {'a folder' if path.is_dir() else 'not a regular file'}")
-    check_folder(key, path.parent, path)
+    check_parents(key, path)
 
 
 def run_folders(paths: list[str]) -> list[Path]:

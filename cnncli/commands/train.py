@@ -23,6 +23,7 @@ from cnncli.errors import UserError, reports_user_errors
 from cnncli.resume import override_key, resume_arguments
 
 log = logging.getLogger("cnncli")  # the terminal and train.log (conf/hydra/job_logging/run.yaml)
+logfile = logging.getLogger("cnncli.logfile")  # train.log only: what the terminal shows in its own way
 
 
 def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
@@ -116,7 +117,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     task.print_summary(summary)
     files = sorted(f"{f.name}/" if f.is_dir() else f.name for f in run_dir.iterdir() if not f.name.startswith("."))
     tested = "".join(f", {name} {value:.4f}" for name, value in summary["test"].items())
-    logging.getLogger("cnncli.logfile").info(f"{summary['status']}{tested}; {run_dir} holds: {', '.join(files)}")
+    logfile.info(f"{summary['status']}{tested}; {run_dir} holds: {', '.join(files)}")
     if trainer.interrupted:
         raise interrupted(trainer, run_dir)
     return summary
@@ -133,7 +134,7 @@ def main(cfg: DictConfig) -> None:
         try:
             train(cfg)
         except UserError as e:
-            logging.getLogger("cnncli.logfile").error(f"error: {e}")  # the terminal shows it as its error line
+            logfile.error(f"error: {e}")  # the terminal shows it as its error line
             runs.release(run_dir, discard=True)  # a bad value or input before any training: no run folder left
             raise
         return

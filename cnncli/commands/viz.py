@@ -9,9 +9,8 @@ import hydra
 from omegaconf import DictConfig
 
 from cnncli import config_dir
-from cnncli.commands.compare import check_folder
 from cnncli.config import check_number
-from cnncli.errors import UserError, check_choice, reports_user_errors
+from cnncli.errors import UserError, check_choice, check_output_folder, reports_user_errors
 
 MODES = {
     "featuremaps": "the activation maps of layer=NAME (default: every conv and pooling layer) for image=FILE",
@@ -41,7 +40,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.occlusion.fill != "mean":
         check_number(cfg, "occlusion.fill", 0, 1)
     if cfg.out is not None:
-        check_folder("out", Path(str(cfg.out)))
+        check_output_folder("out", Path(str(cfg.out)))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="viz")
