@@ -28,16 +28,20 @@ def plot_curves(
     stopped_early_at: int | None = None,
     top5: bool = True,
     label_smoothing: float | None = None,
+    metrics: list[tuple[str, str, str]] | None = None,
+    loss_name: str | None = None,
 ) -> Figure:
     """Loss, top-1 (and top-5) for train and val by epoch, and the learning rate; the best epoch and the
     epoch early stopping ended the run are marked on every panel. The loss axis names label smoothing when
     the run trained with it (its loss is then higher than plain cross-entropy); None: read it from the run's
-    config.yaml beside `path`, which train writes before training."""
-    if label_smoothing is None:
+    config.yaml beside `path`, which train writes before training. `metrics` (key, name, line style) and
+    `loss_name`: another task's (segmentation: mean IoU and pixel accuracy)."""
+    if label_smoothing is None and loss_name is None:
         label_smoothing = run_label_smoothing(Path(path).parent)
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
     epochs = [row["epoch"] for row in history]
-    metrics = [("acc1", "top-1", "-")] + ([("acc5", "top-5", ":")] if top5 else [])
+    if metrics is None:
+        metrics = [("acc1", "top-1", "-")] + ([("acc5", "top-5", ":")] if top5 else [])
     for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
         ax_loss.plot(epochs, [row.get(f"{split}/loss") for row in history], "o-", color=color, label=split)
         for key, name, style in metrics:
@@ -54,9 +58,11 @@ def plot_curves(
     rates = [row["lr"] for row in history if row.get("lr")]
     if rates and max(rates) > 10 * min(rates):  # a schedule that decays by decades reads better on a log axis
         ax_lr.set_yscale("log")
-    loss_name = f"cross-entropy (label smoothing {label_smoothing:g})" if label_smoothing else "cross-entropy"
+    if loss_name is None:
+        loss_name = f"cross-entropy (label smoothing {label_smoothing:g})" if label_smoothing else "cross-entropy"
     ax_loss.set(title="loss", xlabel="epoch", ylabel=loss_name)
-    ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
+    accuracy = "accuracy" if metrics[0][0] == "acc1" else " / ".join(name for _, name, _ in metrics)
+    ax_acc.set(title=accuracy, xlabel="epoch", ylabel=accuracy)
     ax_lr.set(title="learning rate", xlabel="epoch", ylabel="learning rate")
     for ax in (ax_loss, ax_acc, ax_lr):
         if best_epoch is not None:

@@ -171,10 +171,10 @@ def test_bad_normalization_is_a_config_error_for_in_memory_and_folder_data(norma
                  "scheduler=plateau scheduler.monitor=loss"],
 )  # fmt: skip
 def test_a_monitored_metric_must_be_one_that_is_logged(override):
-    from cnncli.tasks.classification import check_monitors
+    from cnncli.tasks.classification import check_config
 
     cfg = compose_train(*override.split(), resolve=True)
     with pytest.raises(ConfigError) as error:
-        check_monitors(cfg)
+        check_config(cfg)
     assert error.value.key == override.split()[-1].split("=")[0]
     assert "choose from: train/loss, train/acc1, train/acc5, val/loss, val/acc1, val/acc5" in str(error.value)

@@ -39,12 +39,15 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     from cnncli.config import call_target
     from cnncli.models import build_model, model_parts
     from cnncli.resume import keep_metrics_csv, resume_checkpoint
-    from cnncli.tasks import classification as task
+    from cnncli import tasks
     from cnncli.trainer import ThreadChoice, build_trainer, check_speed_options, interrupted, prepare_model
 
     optimization = optim.optimization(cfg)  # factories, checked now; the module builds them once
     check_speed_options(cfg)
-    task.check_monitors(cfg)  # a metric name that is never logged would fail after the first epoch
+    task_name = tasks.task_of(cfg)  # the data's: classification or segmentation
+    tasks.check_model_fits(cfg.model._target_, task_name, cfg.data.get("name"))
+    task = tasks.module(task_name)
+    task.check_config(cfg)  # its loss options; a metric name that is never logged would fail after an epoch
     if cfg.data.get("root"):  # stored absolute, so the checkpoint can be evaluated from any folder
         cfg.data.root = str(Path(cfg.data.root).resolve())
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -65,7 +68,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     is_rank_zero = rank_zero_only.rank == 0  # under DDP only rank 0 writes files (Lightning: checkpoints, logs)
     if is_rank_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
-    metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization)
+    metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization, task_name)
     head = model_parts(run_config["model"], model).head
     module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
     if resume and is_rank_zero:  # Hydra wrote no .hydra/ for it (cnncli/resume.py): once last.ckpt has loaded
@@ -103,6 +106,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     summary = runs.summarize(run_dir, cfg, module.history, trainer.checkpoint_callback,
                              trainer.early_stopping_callback, params, time.perf_counter() - started, test={},
                              interrupted=trainer.interrupted, threads=threads.result)  # fmt: skip
+    summary |= {"task": task_name, "loss": cfg.loss}
     for logger in trainer.loggers:  # and where its weights are
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         logger.log_hyperparams({"best_checkpoint": summary["best_checkpoint"], "last_checkpoint": last})

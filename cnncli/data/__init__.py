@@ -21,6 +21,7 @@ DATA_MODULES = {
     "cifar10": "cnncli.data.cifar:CIFAR10Data",
     "cifar100": "cnncli.data.cifar:CIFAR100Data",
     "svhn": "cnncli.data.svhn:SVHNData",
+    "shapes": "cnncli.data.shapes:ShapesData",  # segmentation: images with masks
 }
 
 

@@ -43,6 +43,10 @@ class ModelCard:
     paper_macs: float | None = None
     paper_source: str = ""
     imagenet_weights: str | Fact | None = None  # torchvision's weights name (get_model_weights) where one exists
+    task: str = "classification"  # or "segmentation": a score map per class (cnncli/tasks/<task>.py)
+    # the options of the network its paper draws, where the config trains another one by default (U-Net:
+    # the paper's 572 -> 388 network; conf/model/unet.yaml a small padded one): `cnncli params` shows it
+    paper_options: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
 
     def fact(self, name: str, options: dict):
@@ -56,6 +60,15 @@ TARGET = re.compile(r"cnncli\.models\.([a-z0-9_]+)\.([a-z0-9_]+)")
 def families() -> list[str]:
     """The model family files of the package (without importing them)."""
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in ("common", "transfer"))
+
+
+def task_models(task: str) -> list[str]:
+    """The names of the zoo's models made for `task` (their cards'), e.g. unet for segmentation."""
+    names = []
+    for family in families():
+        models = getattr(importlib.import_module(f"cnncli.models.{family}"), "MODELS", {})
+        names += [name for name, card in models.items() if card.task == task]
+    return names
 
 
 def model_card(target: str, trusted: bool = False) -> ModelCard | None:

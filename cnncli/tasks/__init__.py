@@ -1,2 +1,53 @@
 """Tasks: what a run learns. Each task is one file holding its LightningModule, metrics and reports;
-the trainer, data, run folders, checkpoints and export are shared. classification: cnncli/tasks/classification.py."""
+the trainer, data, run folders, checkpoints and export are shared.
+
+    classification   a class per image: cnncli/tasks/classification.py (the data configs without `task:`)
+    segmentation     a class per pixel: cnncli/tasks/segmentation.py (data configs with `task: segmentation`)
+
+A run's task is its data's (`data.task`); the model must be made for it (its card's `task`)."""
+
+import importlib
+
+from cnncli.errors import ConfigError, UserError, check_choice
+
+TASKS = ("classification", "segmentation")
+# the zoo's models of each task, for the one line that says which fit (cnncli/models/<family>.py cards)
+WHAT = {"classification": "a class per image", "segmentation": "a class per pixel (a mask per image)"}
+
+
+def task_of(cfg) -> str:
+    """The task of a run config: its data's."""
+    task = cfg.data.get("task", "classification") if cfg.get("data") is not None else "classification"
+    check_choice("data.task", task, TASKS)
+    return task
+
+
+def module(task: str):
+    """The task's file: build_module, check_config, describe_run, plot_run, print_summary, NonFiniteLoss."""
+    return importlib.import_module(f"cnncli.tasks.{task}")
+
+
+def check_model_fits(model_target: str, task: str, data_name: str | None) -> None:
+    """A classifier given masks, or a segmentation network given class labels: one line naming both."""
+    from cnncli.models import model_card, task_models
+
+    card = model_card(model_target, trusted=True)
+    if card is None or card.task == task:
+        return
+    name = str(model_target).rsplit(".", 1)[-1]
+    fits = ", ".join(task_models(task))
+    raise ConfigError(
+        "model",
+        f"{name} is a {card.task} model ({WHAT[card.task]}); data={data_name} is a {task} data set "
+        f"({WHAT[task]}): choose a {task} model ({fits}) or a {card.task} data set",
+    )
+
+
+def check_checkpoint_task(path, checkpoint_task: str, wanted: str, why: str) -> None:
+    """A checkpoint of one task given where the other is needed (`why`: "data=shapes is a segmentation
+    data set", say)."""
+    if checkpoint_task != wanted:
+        raise UserError(
+            f"{path} is a {checkpoint_task} checkpoint ({WHAT[checkpoint_task]}), but {why}: it needs a {wanted} "
+            "checkpoint"
+        )

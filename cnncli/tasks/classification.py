@@ -178,9 +178,13 @@ class ImageClassifier(L.LightningModule):
         row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.history.append(row)
         if self.trainer.is_global_zero:
-            log.info(epoch_line(row, self.trainer.max_epochs, time.perf_counter() - self._epoch_started))
-            if warning := chance_warning(self.history, self.totals["val"].num_classes):
-                log.warning(warning)
+            self.report(row, time.perf_counter() - self._epoch_started)
+
+    def report(self, row: dict, seconds: float) -> None:
+        """The epoch's line in the terminal and train.log, and a warning when the network is not learning."""
+        log.info(epoch_line(row, self.trainer.max_epochs, seconds))
+        if warning := chance_warning(self.history, self.totals["val"].num_classes):
+            log.warning(warning)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         ckpt.store(checkpoint, self.metadata, self.history)
@@ -211,9 +215,11 @@ def build_module(
     )
 
 
-def check_monitors(cfg: DictConfig) -> None:
-    """The metric names that early stopping, the checkpoint and a plateau schedule watch must be ones this
-    task logs (else Lightning fails at the end of the first epoch, with no checkpoint)."""
+def check_config(cfg: DictConfig) -> None:
+    """The loss, and the metric names that early stopping, the checkpoint and a plateau schedule watch must
+    be ones this task logs (else Lightning fails at the end of the first epoch, with no checkpoint)."""
+    if cfg.get("loss", "ce") != "ce":
+        raise ConfigError("loss", f"{cfg.loss!r}: a classifier trains with ce (cross-entropy); dice is for segmentation")
     logged = [f"{split}/{metric}" for split in ("train", "val") for metric in METRICS]
     for key in ("callbacks.early_stopping.monitor", "callbacks.model_checkpoint.monitor", "scheduler.monitor"):
         name = OmegaConf.select(cfg, key, default=None)
