@@ -34,12 +34,11 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     from lightning.pytorch.callbacks import LambdaCallback
     from lightning.pytorch.utilities import rank_zero_only
 
-    from cnncli import checkpoint, optim
+    from cnncli import checkpoint, optim, tasks
     from cnncli.augment import build_augmentation
     from cnncli.config import call_target
     from cnncli.models import build_model, model_parts
     from cnncli.resume import keep_metrics_csv, resume_checkpoint
-    from cnncli import tasks
     from cnncli.trainer import ThreadChoice, build_trainer, check_speed_options, interrupted, prepare_model
 
     optimization = optim.optimization(cfg)  # factories, checked now; the module builds them once

@@ -219,7 +219,7 @@ def check_config(cfg: DictConfig) -> None:
     """The loss, and the metric names that early stopping, the checkpoint and a plateau schedule watch must
     be ones this task logs (else Lightning fails at the end of the first epoch, with no checkpoint)."""
     if cfg.get("loss", "ce") != "ce":
-        raise ConfigError("loss", f"{cfg.loss!r}: a classifier trains with ce (cross-entropy); dice is for segmentation")
+        raise ConfigError("loss", f"{cfg.loss!r}: a classifier trains with ce (cross-entropy); dice is segmentation's")
     logged = [f"{split}/{metric}" for split in ("train", "val") for metric in METRICS]
     for key in ("callbacks.early_stopping.monitor", "callbacks.model_checkpoint.monitor", "scheduler.monitor"):
         name = OmegaConf.select(cfg, key, default=None)

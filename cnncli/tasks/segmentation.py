@@ -67,7 +67,8 @@ class ConfusionTotals:
             logits.argmax(1), masks, self.num_classes, ignore_index=self.ignore_index, validate_args=False
         )
         pixels = (masks != self.ignore_index).sum()
-        self.pending.append(torch.cat([confusion.flatten().float(), (loss.detach().float() * pixels)[None], pixels[None]]))
+        loss_sum = loss.detach().float() * pixels
+        self.pending.append(torch.cat([confusion.flatten().float(), loss_sum[None], pixels[None]]))
 
     def flush(self) -> None:
         if self.pending:
