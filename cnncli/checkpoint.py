@@ -241,6 +241,18 @@ class Checkpoint:
         return self._meta.get("task", "classification")
 
     @property
+    def palette(self) -> list[list[int]]:
+        """A segmentation run's colour per class (its data.palette, else VOC's colours)."""
+        from cnncli.data.masks import check_palette
+
+        return check_palette(self._meta["config"]["data"].get("palette"), self.num_classes)
+
+    @property
+    def ignore_index(self) -> int:
+        """A segmentation run's void label: mask pixels that count in no loss and no metric."""
+        return int(self._meta["config"]["data"].get("ignore_index", 255))
+
+    @property
     def model_name(self) -> str:
         return str(self._meta["config"]["model"].get("_target_"))
 

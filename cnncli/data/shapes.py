@@ -1,12 +1,13 @@
 """Shapes: the embedded segmentation data set, generated (no download, no files), deterministic from `seed`.
 
-Each image is a textured background (two random sinusoidal gratings in two random colours, plus pixel noise)
-with 1 to `max_shapes` shapes drawn on it, each a circle, a square or a triangle of random size, place,
-colour and (triangles) orientation; a later shape covers an earlier one, in the image and in the mask. The
-mask holds the class of every pixel: 0 background, 1 circle, 2 square, 3 triangle. Colour says nothing of
-the class (every shape's colour is drawn afresh), so a network must learn the outlines: the course's first
-segmentation exercise, trained by `cnncli train model=unet` in about a minute on a laptop CPU.
-Each split has its own random stream (seed, split), so resizing one split leaves the others unchanged.
+Each image is a textured background (a random colour swung by two random sinusoidal gratings, plus pixel
+noise) with 1 to `max_shapes` shapes drawn on it, each a circle, a square or a triangle of random size,
+place, colour and (triangles) orientation; a later shape covers an earlier one, in the image and in the
+mask. The mask holds the class of every pixel: 0 background, 1 circle, 2 square, 3 triangle. Colour says
+nothing of the class (every shape's colour is drawn afresh, CONTRAST away from the background's), so a
+network must learn the outlines: the course's first segmentation exercise, trained by
+`cnncli train model=unet` in about a minute on a laptop CPU. Each split has its own random stream
+(seed, split), so resizing one split leaves the others unchanged.
 """
 
 import numpy as np
@@ -16,6 +17,7 @@ from cnncli.data.masks import InMemorySegmentationData
 from cnncli.errors import ConfigError
 
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
+CONTRAST = 80  # a shape's colour differs from the background's by this much in one channel at least
 
 
 def _count(key: str, value, minimum: int) -> int:
@@ -31,9 +33,9 @@ def draw(rng: np.random.Generator, size: int, max_shapes: int) -> tuple[np.ndarr
     for _ in range(2):  # two gratings: stripes of random direction and period
         angle, period, phase = rng.uniform(0, np.pi), rng.uniform(4, 16), rng.uniform(0, 2 * np.pi)
         texture += np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase)
-    texture = (texture + 2) / 4  # 0..1
-    low, high = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    image = low[:, None, None] + (high - low)[:, None, None] * texture[None]
+    texture = texture / 2  # -1..1
+    background, tint = rng.uniform(40, 215, 3), rng.uniform(-40, 40, 3)  # a colour, and the gratings' swing
+    image = background[:, None, None] + tint[:, None, None] * texture[None]
     mask = np.zeros((size, size), np.uint8)
     for _ in range(rng.integers(1, max_shapes + 1)):
         kind = int(rng.integers(1, 4))
@@ -51,6 +53,8 @@ def draw(rng: np.random.Generator, size: int, max_shapes: int) -> tuple[np.ndarr
                 sides[2] <= 0
             )
         colour = rng.uniform(0, 255, 3)
+        while np.abs(colour - background).max() < CONTRAST:  # visible on the background, whatever its class
+            colour = rng.uniform(0, 255, 3)
         image[:, inside] = colour[:, None]
         mask[inside] = kind
     image += rng.normal(0, 8, image.shape)
