@@ -56,6 +56,11 @@ BENCHMARKS = {
         ["--runs", "5", "--warmup", "2"],
         "exported models: onnxruntime and TorchScript vs PyTorch eager (issue 5)",
     ),
+    "segmentation": (
+        ["segmentation_throughput.py", "--repeats", "2"],
+        ["--repeats", "1", "--epochs", "1", "--train-size", "400"],
+        "`cnncli train model=unet` vs a plain PyTorch loop, U-Net segmenting 2,000 shapes (issue 17)",
+    ),
     "ddp": (
         ["ddp_scaling.py", "--repeats", "2"],
         ["--repeats", "1"],
@@ -75,6 +80,7 @@ GOALS = [
     ("startup", "predict_onnx_s", "<= 1.0 s, no torch", lambda v: v <= 1.0),
     ("threads", "worst_auto_over_best_fixed", "<= 1.05", lambda v: v <= 1.05),
     ("threads", "quick_start_busy_over_idle", "<= 1.3", lambda v: v <= 1.3),
+    ("segmentation", "ratio_median cnncli train unet", ">= 0.9", lambda v: v >= 0.9),
     ("params", "largest_rss_increase_mib", "< 50 MiB over lenet5", lambda v: v < 50),
 ]
 

@@ -1,5 +1,6 @@
 """One table of every run under a folder (a multirun sweep, a `cnncli tune` study, a whole outputs/): each
-run's overrides, best val top-1, test top-1/top-5, val loss, parameters, epochs, wall time and status.
+run's overrides, best val top-1, test top-1/top-5 (segmentation runs: best val and test mean IoU), val loss,
+parameters, epochs, wall time and status. A metric column no run has is left out.
 
 Runs are found and read by cnncli/runs.py: a run stopped before its end still gets a row, `incomplete`,
 with what its metrics.csv has logged so far. This module imports neither torch nor Lightning, so
@@ -21,13 +22,15 @@ from rich.table import Table
 from cnncli import runs
 from cnncli.errors import UserError
 
-# (key in a row, column title); rows are sorted by best val top-1, best first
+# (key in a row, column title); rows are sorted by best val top-1 (or mean IoU), best first
 COLUMNS = (
     ("run", "run"),
     ("overrides", "overrides"),
     ("best_val_acc1", "val top-1"),  # the best epoch's
     ("test_acc1", "test top-1"),
     ("test_acc5", "test top-5"),
+    ("best_val_miou", "val mIoU"),  # segmentation runs
+    ("test_miou", "test mIoU"),
     ("val_loss", "val loss"),  # the best epoch's
     ("params", "params"),
     ("epochs", "epochs"),
@@ -52,6 +55,8 @@ def read_run(run_dir: Path, root: Path) -> dict:
         "best_val_acc1": _extreme(history, "val/acc1", max),
         "test_acc1": test.get("test/acc1"),
         "test_acc5": test.get("test/acc5"),
+        "best_val_miou": _extreme(history, "val/miou", max),
+        "test_miou": test.get("test/miou"),
         "val_loss": _extreme(history, "val/loss", min),
         "params": summary.get("params"),
         "epochs": summary.get("epochs", len(history) or None),
@@ -82,29 +87,48 @@ def collect(path: Path) -> tuple[list[dict], list[str], list[str]]:
     common = runs.shared_overrides(readable)
     for row in rows:
         row["overrides"] = " ".join(o for o in row["overrides"] if o not in common)
-    rows.sort(key=lambda r: -r["best_val_acc1"] if r["best_val_acc1"] is not None else math.inf)
+    score = "best_val_acc1" if any(r["best_val_acc1"] is not None for r in rows) else "best_val_miou"
+    rows.sort(key=lambda r: -r[score] if r[score] is not None else math.inf)
     return rows, common, skipped
 
 
 def _cell(key: str, value) -> str:
     if value is None:
         return ""
-    if key in ("best_val_acc1", "test_acc1", "test_acc5", "val_loss"):
+    if key in METRIC_KEYS:
         return f"{value:.4f}"
     if key == "params":
         return f"{value:,}"
     return str(value)
 
 
+METRIC_KEYS = ("best_val_acc1", "test_acc1", "test_acc5", "best_val_miou", "test_miou", "val_loss")
+SEGMENTATION_KEYS = ("best_val_miou", "test_miou")
+
+
+def columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """COLUMNS, the top-1 ones only where a classifier is among the runs, the mIoU ones only where a
+    segmentation run is (a sweep of classifiers shows no mIoU column)."""
+    segmentation = any(r["best_val_miou"] is not None for r in rows)
+    classification = not segmentation or any(r["best_val_acc1"] is not None for r in rows)
+    return [
+        (k, t)
+        for k, t in COLUMNS
+        if (segmentation if k in SEGMENTATION_KEYS else classification if k in METRIC_KEYS[:3] else True)
+    ]
+
+
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(k, r[k]).replace("|", "\\|") for k, _ in COLUMNS) + " |" for r in rows]
+    shown = columns(rows)
+    lines = ["| " + " | ".join(title for _, title in shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(_cell(k, r[k]).replace("|", "\\|") for k, _ in shown) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[k for k, _ in COLUMNS], lineterminator="\n")
+    keys = [k for k, _ in columns(rows)]
+    writer = csv.DictWriter(out, fieldnames=keys, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
@@ -114,15 +138,15 @@ def to_table(rows: list[dict], common: list[str], title: str) -> Table:
     """The rich table; errors are printed below it, where they have room."""
     # every text is escaped: rich would read an override such as data.class_names=[dog,cat] as markup
     table = Table(title=escape(title), caption=escape(f"every run: {' '.join(common)}") if common else None)
-    columns = [(key, title) for key, title in COLUMNS if key != "error"]
-    for key, column in columns:
+    shown = [(key, title) for key, title in columns(rows) if key != "error"]
+    for key, column in shown:
         if key == "overrides":
             table.add_column(column, overflow="fold", min_width=16)
         else:
             table.add_column(column, justify="left" if key in ("run", "status") else "right", no_wrap=True)
     style = {"failed": "red", "pruned": "yellow", "incomplete": "yellow"}
     for row in rows:
-        table.add_row(*(escape(_cell(k, row[k])) for k, _ in columns), style=style.get(row["status"]))
+        table.add_row(*(escape(_cell(k, row[k])) for k, _ in shown), style=style.get(row["status"]))
     return table
 
 

@@ -204,7 +204,7 @@ def plot_worst_classified(pictures, worst: list[dict], names: list[str], path: P
     return plot_image_grid(pictures, titles, path, title=title, colors=colors)
 
 
-def plot_runs(runs: list[dict], path: Path) -> Figure:
+def plot_runs(runs: list[dict], path: Path, metric: str = "acc1", metric_name: str = "top-1 accuracy") -> Figure:
     """The val loss and val top-1 of several runs by epoch, one colour per run: `runs` holds
     {"label": legend text, "history": summary.json's per-epoch rows, "best_epoch": the checkpointed epoch};
     each run's best epoch is starred."""
@@ -216,12 +216,12 @@ def plot_runs(runs: list[dict], path: Path) -> Figure:
         epochs = [row["epoch"] for row in rows]
         label = textwrap.shorten(run["label"], 150)
         (line,) = ax_loss.plot(epochs, [row["val/loss"] for row in rows], "o-", markersize=3, label=label)
-        ax_acc.plot(epochs, [row.get("val/acc1") for row in rows], "o-", markersize=3, color=line.get_color())
+        ax_acc.plot(epochs, [row.get(f"val/{metric}") for row in rows], "o-", markersize=3, color=line.get_color())
         for best in (row for row in rows if row["epoch"] == run.get("best_epoch")):
             ax_loss.plot(best["epoch"], best["val/loss"], "*", markersize=12, color=line.get_color())
-            ax_acc.plot(best["epoch"], best.get("val/acc1"), "*", markersize=12, color=line.get_color())
-    ax_loss.set(title="val loss (star: each run's best epoch)", xlabel="epoch", ylabel="cross-entropy")
-    ax_acc.set(title="val top-1 accuracy", xlabel="epoch", ylabel="accuracy")
+            ax_acc.plot(best["epoch"], best.get(f"val/{metric}"), "*", markersize=12, color=line.get_color())
+    ax_loss.set(title="val loss (star: each run's best epoch)", xlabel="epoch", ylabel="loss")
+    ax_acc.set(title=f"val {metric_name}", xlabel="epoch", ylabel=metric_name)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

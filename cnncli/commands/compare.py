@@ -47,6 +47,10 @@ def compare(paths: list[str], out: Path) -> Path:
     summaries, names = [runs.read_summary(run) for run in folders], runs.labels(folders)
     from cnncli.plots import plot_runs  # matplotlib: once there is something to draw
 
+    # segmentation runs are compared by mean IoU, classifiers by top-1
+    segmentation = all(s.get("task") == "segmentation" for s in summaries)
+    metric, metric_name = ("miou", "mean IoU") if segmentation else ("acc1", "top-1 accuracy")
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         plot_runs(
@@ -55,16 +59,19 @@ def compare(paths: list[str], out: Path) -> Path:
                 for label, s in zip(names, summaries)
             ],
             out,
+            metric,
+            metric_name,
         )
     except OSError as e:  # no permission, disk full: the path was checked, writing it still failed
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     table = Table(title=f"{len(folders)} runs, at their best epoch")
     table.add_column("run (legend)", overflow="fold")
-    for column in ("epochs", "best epoch", "val loss", "val top-1", "test top-1"):
+    short = "mIoU" if segmentation else "top-1"
+    for column in ("epochs", "best epoch", "val loss", f"val {short}", f"test {short}"):
         table.add_column(column, justify="right", no_wrap=True)
     for label, s in zip(names, summaries):
         best, test = s.get("best", {}), s.get("test", {})
-        cells = (best.get("val/loss"), best.get("val/acc1"), test.get("test/acc1"))
+        cells = (best.get("val/loss"), best.get(f"val/{metric}"), test.get(f"test/{metric}"))
         table.add_row(
             label,
             str(s.get("epochs", "")),

