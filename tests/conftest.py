@@ -138,3 +138,14 @@ def short_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("short") / "run"
     train(run_dir, "trainer.max_epochs=3")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def unet_run(tmp_path_factory) -> Path:
+    """`cnncli train model=unet` as the README runs it (the U-Net lab on the embedded shapes, ~50 s)."""
+    cwd = tmp_path_factory.mktemp("unet")
+    result = cnncli("train", "model=unet", cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (cwd / "outputs" / "train").iterdir()
+    (run_dir / "stdout.txt").write_text(result.stdout)
+    return run_dir

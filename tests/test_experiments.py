@@ -30,7 +30,9 @@ LABS = {
     "vgg16_finetune": ("vgg.vgg16", "folder.ImageFolderData", "SGD", None),
     "nin_cifar10": ("nin.nin", "cifar.CIFAR10Data", "SGD", "MultiStepLR"),
     "resnet20_cifar10": ("resnet.resnet20", "cifar.CIFAR10Data", "SGD", "MultiStepLR"),
+    "unet_shapes": ("unet.unet", "shapes.ShapesData", "Adam", "OneCycleLR"),
 }
+SEGMENTATION = {"unet_shapes"}  # their network scores every pixel
 # Every request goes to a closed local port: a download attempt would fail at once.
 OFFLINE = {key: "http://127.0.0.1:9" for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
 
@@ -65,7 +67,8 @@ def test_experiment_composes_into_a_valid_run_and_states_its_result(name):
     with torch.device("meta"):
         net = build_model(model_cfg)
         logits = net(torch.empty(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
-    assert logits.shape == (2, cfg.data.num_classes)
+    size, classes = cfg.data.image_size, cfg.data.num_classes
+    assert logits.shape == ((2, classes, size, size) if name in SEGMENTATION else (2, classes))
 
 
 def test_the_papers_schedules_are_kept():
@@ -87,6 +90,14 @@ def test_digits_quick_is_the_default_run_and_reaches_its_stated_accuracy(default
     assert summary["test"]["test/acc1"] >= 0.96
 
 
+def test_unet_shapes_is_the_default_unet_run_and_reaches_its_stated_mean_iou(unet_run):
+    assert composed("experiment=unet_shapes") == composed("model=unet")
+    header = (config_dir() / "experiment" / "unet_shapes.yaml").read_text()
+    assert ">= 0.85 test mean IoU" in header
+    summary = json.loads((unet_run / "summary.json").read_text())
+    assert summary["test"]["test/miou"] >= 0.85
+
+
 def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
     """One multirun over the labs (`++data.root`: the sweep composes the default config first, digits, which
     has no root), on one data folder holding every format: MNIST and Fashion-MNIST IDX files,
@@ -99,7 +110,8 @@ def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
     write_signs(root)
     make_split(root / "train", {"NORMAL": 6, "PNEUMONIA": 10}, mix=True, size=(90, 80))
     make_split(root / "test", {"NORMAL": 2, "PNEUMONIA": 2}, mix=True, size=(90, 80))
-    labs = [name for name in sorted(LABS) if name != "digits_quick"]  # the default run covers that one
+    # the default runs cover these: digits_quick is `cnncli train`, unet_shapes `cnncli train model=unet`
+    labs = [name for name in sorted(LABS) if name not in ("digits_quick", "unet_shapes")]
     sweep = tmp_path / "sweep"
     result = cnncli(
         "train",
