@@ -74,7 +74,25 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
         return None
     if Path(cfg.resume).resolve() != run_dir.resolve():
         raise ConfigError("resume", f"continues a run in its own folder {cfg.resume}, but this run writes to {run_dir}")
-    return str(run_dir / "checkpoints" / "last.ckpt")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    _check_schedule_length(cfg, last)
+    return str(last)
+
+
+def _check_schedule_length(cfg: DictConfig, last: Path) -> None:
+    """A one-cycle schedule is planned for the run's steps (OneCycleLR's total_steps, restored from the
+    checkpoint): more epochs would step it past its end, where torch raises after the first new epoch."""
+    from cnncli.checkpoint import Checkpoint
+
+    stored = Checkpoint(last).run_config
+    planned = stored.get("trainer", {}).get("max_epochs")
+    one_cycle = str(stored.get("scheduler", {}).get("_target_", "")).endswith("OneCycleLR")
+    if one_cycle and planned is not None and cfg.trainer.max_epochs != planned:
+        raise ConfigError(
+            "trainer.max_epochs",
+            f"the run's one-cycle schedule was planned for its {planned} epochs and cannot be stretched to "
+            f"{cfg.trainer.max_epochs}: resume with trainer.max_epochs={planned}, or start a new run",
+        )
 
 
 def keep_metrics_csv(trainer, checkpoint_path: str) -> None:

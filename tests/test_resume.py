@@ -199,3 +199,22 @@ def test_a_resume_that_does_not_fit_the_checkpoint_is_one_line_and_changes_nothi
         )
     )
     assert {p: p.read_bytes() for p in kept} == kept  # the run's own overrides too: resume=RUN still continues it
+
+
+def test_a_one_cycle_run_cannot_be_stretched_on_resume(straight, tmp_path):
+    """OneCycleLR's total_steps come back with the checkpoint: more epochs would step it past its end, and torch
+    raises after the first new epoch. Refused first, in one line, the run untouched."""
+    copy = tmp_path / "run"
+    shutil.copytree(straight, copy)
+    last = copy / "checkpoints" / "last.ckpt"
+    data = torch.load(last, weights_only=True)
+    data["cnncli"]["config"]["scheduler"] = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True}
+    torch.save(data, last)
+    kept = last.read_bytes()
+    result = cnncli_here("train", f"resume={copy}", "trainer.max_epochs=6", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: trainer.max_epochs: the run's one-cycle schedule was planned for its 4 epochs and cannot be "
+        "stretched to 6: resume with trainer.max_epochs=4, or start a new run"
+    )
+    assert last.read_bytes() == kept
