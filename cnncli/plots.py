@@ -204,6 +204,27 @@ def plot_worst_classified(pictures, worst: list[dict], names: list[str], path: P
     return plot_image_grid(pictures, titles, path, title=title, colors=colors)
 
 
+def plot_segmentation_grid(rows: list[tuple], class_names: list[str], palette: list[list[int]], path: Path,
+                           title: str = "") -> Figure:  # fmt: skip
+    """masks.png of cnncli eval: one row per test image, (picture, true mask, predicted mask, row title), the
+    masks already coloured [H, W, 3] in [0, 1]; a legend of the class colours below."""
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows) + 0.9), squeeze=False)
+    for (picture, true, predicted, name), ax_row in zip(rows, axes):
+        for ax, image, column in zip(ax_row, (picture, true, predicted), ("image", "true mask", "predicted mask")):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}\n{column}" if column == "image" else column, fontsize=8)
+    handles = [Patch(color=[c / 255 for c in colour], label=n) for n, colour in zip(class_names, palette)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    height = 2.4 * len(rows) + 0.9
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1 - 0.35 / height))
+    return _save(fig, path)
+
+
 def plot_runs(runs: list[dict], path: Path, metric: str = "acc1", metric_name: str = "top-1 accuracy") -> Figure:
     """The val loss and val top-1 of several runs by epoch, one colour per run: `runs` holds
     {"label": legend text, "history": summary.json's per-epoch rows, "best_epoch": the checkpointed epoch};

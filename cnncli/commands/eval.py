@@ -15,6 +15,7 @@ from cnncli import config_dir
 from cnncli.config import call_target, check_number
 from cnncli.errors import UserError, check_output_folder, reports_user_errors, require
 from cnncli.runs import run_folder
+from cnncli.tasks import check_checkpoint_task
 
 
 def predict(model, loader) -> tuple:
@@ -60,8 +61,15 @@ def evaluate(cfg: DictConfig) -> dict:
             )
     else:  # the run's own data, with the run's own statistics: evaluation sees exactly what training saw
         datamodule, data_name = checkpoint.datamodule(cfg.trust_model_code), checkpoint.data_name
+    datamodule_task = getattr(datamodule, "task", "classification")
+    check_checkpoint_task(
+        cfg.ckpt_path, checkpoint.task, datamodule_task, f"data={data_name} is a {datamodule_task} data set"
+    )
     datamodule.batch_size = cfg.batch_size
     datamodule.setup("test")
+    out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path))
+    if checkpoint.task == "segmentation":
+        return evaluate_segmentation(cfg, checkpoint, model, datamodule, data_name, out)
     logits, labels = predict(model, datamodule.test_dataloader())
     broken = int((~logits.isfinite().all(dim=1)).sum())
     if broken:  # finite weights can still overflow; a loss of nan is no result
@@ -97,7 +105,6 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     if cfg.errors:
         results["worst"] = worst_classified(logits, labels, cfg.errors)
-    out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path))
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2))
     model_name = checkpoint.model_name.rsplit(".", 1)[-1]  # cnncli.models.lenet.lenet5 -> lenet5
@@ -110,6 +117,56 @@ def evaluate(cfg: DictConfig) -> dict:
             results["worst"], datamodule.test_dataloader().dataset, checkpoint.normalization, names, written[-1]
         )
     _print(results, written)
+    return results
+
+
+def evaluate_segmentation(cfg: DictConfig, checkpoint, model, datamodule, data_name: str, out: Path) -> dict:
+    """A segmentation checkpoint: pixel accuracy, mean IoU / Dice and per class, the pixel confusion matrix,
+    and masks.png: image | true mask | predicted mask for the `masks` worst and best test images by IoU."""
+    import torch
+
+    from cnncli.plots import plot_confusion_matrix, plot_segmentation_grid
+    from cnncli.tasks import segmentation
+
+    results, per_image = segmentation.evaluate(model, datamodule.test_dataloader(), checkpoint)
+    results = {"checkpoint": str(cfg.ckpt_path), "data": data_name, "samples": len(per_image), **results}
+    ranked = sorted(per_image, key=lambda row: row["miou"])
+    count = min(cfg.masks, len(ranked) // 2)
+    results["worst"], results["best"] = ranked[:count], ranked[::-1][:count]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    names = checkpoint.class_names
+    model_name = checkpoint.model_name.rsplit(".", 1)[-1]
+    title = f"{model_name} on {data_name}: test mean IoU {results['test/miou']:.4f} ({len(per_image)} images, pixels)"
+    plot_confusion_matrix(torch.tensor(results["confusion_matrix"]).numpy(), names, out / "confusion_matrix.png", title)
+    written = [out / "eval.json", out / "confusion_matrix.png"]
+    if count:
+        dataset, palette = datamodule.test_dataloader().dataset, checkpoint.palette
+        mean, std = (torch.tensor(checkpoint.normalization[k]).view(-1, 1, 1) for k in ("mean", "std"))
+        rows = []
+        for label, picked in (("worst", results["worst"]), ("best", results["best"])):
+            for row in picked:
+                image, mask = dataset[row["index"]]
+                with torch.inference_mode():
+                    logits = model(image[None])
+                predicted = segmentation.predicted_classes(logits)[0]
+                mask = segmentation.crop_to(mask, logits)
+                picture = segmentation.crop_to((image * std + mean).clamp(0, 1), logits).permute(1, 2, 0)
+                picture = picture.expand(-1, -1, 3) if picture.shape[-1] == 1 else picture
+                true, guess = (
+                    segmentation.colour_masks(m, palette, checkpoint.ignore_index) for m in (mask, predicted)
+                )
+                rows.append(
+                    (
+                        picture.numpy(),
+                        true.numpy(),
+                        guess.numpy(),
+                        f"{label}: image {row['index']}, IoU {row['miou']:.3f}",
+                    )
+                )
+        written.append(out / "masks.png")
+        plot_segmentation_grid(rows, names, palette, written[-1], title=title)
+    segmentation.print_evaluation(results, data_name, written)
     return results
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from cnncli.errors import ConfigError, check_choice
+from cnncli.errors import ConfigError, UserError, check_choice
 from cnncli.optim import Optimization
 from cnncli.plots import plot_curves
 from cnncli.tasks.classification import ImageClassifier, NonFiniteLoss, ckpt_megabytes
@@ -112,6 +112,16 @@ def dice_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int) -> t
     return 1 - dice[present].mean() if present.any() else logits.sum() * 0
 
 
+def pixel_loss(logits, masks, loss: str, class_weights: torch.Tensor | None, ignore_index: int) -> torch.Tensor:
+    """The run's loss (`loss`: ce, dice or ce+dice) of a batch."""
+    total = 0
+    if loss in ("ce", "ce+dice"):
+        total = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=ignore_index)
+    if loss in ("dice", "ce+dice"):
+        total = total + dice_loss(logits, masks, ignore_index)
+    return total
+
+
 class SegmentationModule(ImageClassifier):
     def __init__(
         self,
@@ -143,12 +153,7 @@ class SegmentationModule(ImageClassifier):
         return loss
 
     def pixel_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        loss = 0
-        if self.loss in ("ce", "ce+dice"):
-            loss = F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=self.ignore_index)
-        if self.loss in ("dice", "ce+dice"):
-            loss = loss + dice_loss(logits, masks, self.ignore_index)
-        return loss
+        return pixel_loss(logits, masks, self.loss, self.class_weights, self.ignore_index)
 
     def report(self, row: dict, seconds: float) -> None:
         log.info(epoch_line(row, self.trainer.max_epochs, seconds))
@@ -231,3 +236,66 @@ def print_summary(summary: dict) -> None:
     console.print(table)
     console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none saved)'}")
     console.print(f"run folder: {summary['run_dir']}")
+
+
+# ------------------------------------------------------------------------------------------- cnncli eval
+
+
+def evaluate(model: nn.Module, loader, checkpoint) -> tuple[dict, list[dict]]:
+    """The test split through the network, as the run's test measured it: loss, pixel accuracy, mean IoU and
+    Dice (from the summed confusion matrix, so exactly the run's whatever the batch size; a Dice term of the
+    loss is per batch), IoU and Dice per class, the confusion matrix; and each image's own mean IoU."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    k, ignore = checkpoint.num_classes, checkpoint.ignore_index
+    loss_name = checkpoint.run_config.get("loss", "ce")
+    totals, per_image, index = ConfusionTotals(k, ignore), [], 0
+    model.eval()
+    with torch.inference_mode():
+        for images, masks in loader:
+            logits = model(images)
+            if not logits.isfinite().all():
+                raise UserError(
+                    f"{checkpoint.path}: the network's outputs are not finite (nan or inf): its weights overflow"
+                )
+            masks = crop_to(masks, logits)
+            totals.add(pixel_loss(logits, masks, loss_name, checkpoint.class_weights, ignore), logits, masks)
+            predicted = predicted_classes(logits)
+            for one_predicted, one_mask in zip(predicted, masks):
+                confusion = multiclass_confusion_matrix(one_predicted, one_mask, k, ignore_index=ignore)
+                per_image.append({"index": index, "miou": float(scores(confusion)["iou"].nanmean())})
+                index += 1
+    totals.flush()
+    metrics = totals.compute()
+    confusion = totals.sums[: k * k].view(k, k)
+    per_class = scores(confusion)
+    results = {f"test/{name}": float(value) for name, value in metrics.items()}
+    results["per_class"] = {
+        name: {"iou": float(per_class["iou"][i]), "dice": float(per_class["dice"][i]),
+               "pixels": int(confusion[i].sum())}
+        for i, name in enumerate(checkpoint.class_names)
+    }  # fmt: skip
+    results["confusion_matrix"] = confusion.long().tolist()
+    return results, per_image
+
+
+def colour_masks(masks, palette: list[list[int]], ignore_index: int):
+    """Masks [..., H, W] of class ids -> RGB [..., H, W, 3] in [0, 1] (ignored pixels white)."""
+    colours = torch.tensor([*palette, *[[255, 255, 255]] * (256 - len(palette))], dtype=torch.float32) / 255
+    return colours[masks.long().clamp(0, 255)]
+
+
+def print_evaluation(results: dict, data_name: str, written: list) -> None:
+    console = Console()
+    overall = Table(title=f"test split of {data_name} ({results['samples']} images)")
+    for column in ("loss", "pixel accuracy", "mean IoU", "mean Dice"):
+        overall.add_column(column, justify="right")
+    overall.add_row(*(f"{results[k]:.4f}" for k in ("test/loss", "test/acc", "test/miou", "test/mdice")))
+    console.print(overall)
+    classes = Table(title="per class")
+    for column in ("class", "IoU", "Dice", "pixels"):
+        classes.add_column(column, justify="right")
+    for name, m in results["per_class"].items():
+        classes.add_row(name, f"{m['iou']:.4f}", f"{m['dice']:.4f}", f"{m['pixels']:,}")
+    console.print(classes)
+    console.print(f"wrote {', '.join(map(str, written))}", soft_wrap=True, highlight=False)
