@@ -59,8 +59,10 @@ def export_metadata(checkpoint: Checkpoint, fmt: str, dynamic_batch: bool, batch
     """What a consumer needs to feed the file and read its output, stored inside it."""
     pre = checkpoint.preprocessing
     channels, size = pre.channels, pre.image_size
+    segmentation = checkpoint.task == "segmentation"
     return {
         "format": fmt,
+        "task": checkpoint.task,
         "model": checkpoint.model_name,
         "data": checkpoint.data_name,
         "class_names": checkpoint.class_names,
@@ -72,7 +74,13 @@ def export_metadata(checkpoint: Checkpoint, fmt: str, dynamic_batch: bool, batch
         "output_name": OUTPUT_NAME,
         "input_shape": ["batch" if dynamic_batch else batch_size, channels, size, size],
         "input": "float32 NCHW: pixel values / 255, then (x - mean) / std per channel",
-        "output": "logits, one per class (softmax for probabilities)",
+        "output": (
+            "logits [N, classes, H', W'], one map per class (argmax over the classes: the mask; H' x W' may be the "
+            "input's centre, smaller)"
+            if segmentation
+            else "logits, one per class (softmax for probabilities)"
+        ),
+        **({"palette": checkpoint.palette, "ignore_index": checkpoint.ignore_index} if segmentation else {}),
         "mean": pre.mean,
         "std": pre.std,
         "cnncli_version": __version__,
@@ -168,7 +176,8 @@ def _export_onnx(model, path: Path, example, text: str, opset, dynamic_batch: bo
 
 def metadata_summary(metadata: dict) -> str:
     c, (h, w) = metadata["channels"], metadata["image_size"]
-    return f"{metadata['model']}: {h}x{w}x{c} -> {metadata['num_classes']} classes"
+    maps = " (a mask: a score map per class)" if metadata.get("task") == "segmentation" else ""
+    return f"{metadata['model']}: {h}x{w}x{c} -> {metadata['num_classes']} classes{maps}"
 
 
 # ------------------------------------------------------------------------------------------ the runners
@@ -291,7 +300,8 @@ def run_exported(fmt: str, path: Path, inputs: dict, batches: dict, fixed: bool)
 
 
 def compare(reference: dict, exported: dict) -> dict:
-    """Per input set: samples, max |logit difference| and the fraction of equal top-1 predictions."""
+    """Per input set: samples, max |logit difference| and the fraction of equal top-1 predictions (of a
+    segmentation network's maps: of the pixels whose class agrees)."""
     return {
         key: {
             "samples": len(ref),

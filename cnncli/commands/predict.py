@@ -1,5 +1,7 @@
 """cnncli predict: the top-k classes of image files, preprocessed exactly as the run evaluated its test split
-(channels, resize, the run's normalization), from a checkpoint or an exported ONNX file.
+(channels, resize, the run's normalization), from a checkpoint or an exported ONNX file. A segmentation
+model writes, for each image, its mask (an indexed PNG with the run's palette: pixel value = class id) and an
+overlay PNG into `masks_dir`, and the fraction of the pixels of each class in the table and the CSV.
 
 From an ONNX file nothing imports torch (onnxruntime, numpy and PIL only): that is the deployment path.
 A checkpoint needs torch, imported by CheckpointModel."""
@@ -47,12 +49,14 @@ class CheckpointModel:
         self.channels, self.image_size, self.resize, self.mean, self.std = (
             pre.channels, pre.image_size, pre.resize, pre.mean, pre.std)  # fmt: skip
         self.class_names = checkpoint.class_names
+        self.task = checkpoint.task
+        self.palette = checkpoint.palette if self.task == "segmentation" else None
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def logits(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).softmax(dim=1).numpy()
+            return self.model(torch.from_numpy(batch)).numpy()
 
 
 class OnnxModel:
@@ -76,11 +80,15 @@ class OnnxModel:
         self.resize = meta.get("resize", "stretch")
         self.mean, self.std, self.class_names = meta["mean"], meta["std"], meta["class_names"]
         self.input_name = meta["input_name"]
+        self.task, self.palette = meta.get("task", "classification"), meta.get("palette")
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        logits = self.session.run(None, {self.input_name: batch})[0]
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax, shifted so exp cannot overflow
-        return exp / exp.sum(axis=1, keepdims=True)
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted so exp cannot overflow
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def predict(cfg: DictConfig) -> list[dict]:
@@ -106,10 +114,13 @@ def predict(cfg: DictConfig) -> list[dict]:
             readable.append(path)
         except images.UnreadableImage as e:
             failures.append((path, str(e)))
+    if model.task == "segmentation":
+        rows = segment(cfg, model, pictures, readable, mean, std)
+        return _finish(cfg, failures, files, rows)
     rows = []
     k = min(cfg.top_k, len(model.class_names))
     for start in range(0, len(pictures), cfg.batch_size):
-        probabilities = model.probabilities(np.stack(pictures[start : start + cfg.batch_size]))
+        probabilities = softmax(model.logits(np.stack(pictures[start : start + cfg.batch_size])))
         for path, p in zip(readable[start : start + cfg.batch_size], probabilities.tolist()):
             top = sorted(range(len(p)), key=lambda c: -p[c])[:k]  # stable: ties keep the class order
             rows.append({"path": str(path), "top": [(model.class_names[c], p[c]) for c in top]})
@@ -122,10 +133,70 @@ def predict(cfg: DictConfig) -> list[dict]:
                 for rank, (name, p) in enumerate(row["top"], 1):
                     writer.writerow([row["path"], rank, name, f"{p:.6f}"])
         print(f"wrote {cfg.output}")
+    return _finish(cfg, failures, files, rows)
+
+
+def _finish(cfg: DictConfig, failures: list, files: list, rows: list[dict]) -> list[dict]:
     if failures:
         print(f"error: {len(failures)} of {len(files)} files could not be read (listed above)", file=sys.stderr)
         sys.exit(1)
     return rows
+
+
+def segment(cfg: DictConfig, model, pictures: list, paths: list[Path], mean, std) -> list[dict]:
+    """A segmentation model: each image's mask (indexed PNG, the run's palette) and overlay (the image with
+    the coloured mask blended in) in masks_dir, and the share of its pixels each class got. A network whose
+    output is smaller than its input (U-Net's paper variant) gives the mask of the image's centre."""
+    from PIL import Image
+
+    out = Path(cfg.masks_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"masks_dir={out}: is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    palette = np.array(model.palette, dtype=np.uint8)
+    flat_palette = palette.flatten().tolist() + [255] * (768 - palette.size)  # PIL's 256-colour table
+    rows, names = [], model.class_names
+    for start in range(0, len(pictures), cfg.batch_size):
+        batch = np.stack(pictures[start : start + cfg.batch_size])
+        for picture, path, scores in zip(batch, paths[start : start + cfg.batch_size], model.logits(batch)):
+            mask = scores.argmax(axis=0).astype(np.uint8)
+            top, left = ((np.array(picture.shape[1:]) - mask.shape) // 2).tolist()
+            pixels = (picture * std + mean).clip(0, 1)[:, top : top + mask.shape[0], left : left + mask.shape[1]]
+            pixels = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
+            indexed = Image.fromarray(mask, "P")
+            indexed.putpalette(flat_palette)
+            stem = out / Path(path).stem
+            indexed.save(f"{stem}_mask.png")
+            # a class drawn black (the background, in VOC's colours) leaves its pixels as they are
+            alpha = OVERLAY_ALPHA * palette[mask].any(axis=-1, keepdims=True)
+            overlay = alpha * palette[mask] + (1 - alpha) * 255 * pixels.transpose(1, 2, 0)
+            Image.fromarray(overlay.round().astype(np.uint8), "RGB").save(f"{stem}_overlay.png")
+            counts = np.bincount(mask.ravel(), minlength=len(names))[: len(names)]
+            fractions = {name: float(c) / mask.size for name, c in zip(names, counts)}
+            rows.append({"path": str(path), "fractions": fractions, "mask": f"{stem}_mask.png",
+                         "overlay": f"{stem}_overlay.png"})  # fmt: skip
+    console = Console(soft_wrap=True)
+    for row in rows:
+        console.print(f"{row['path']} -> {row['mask']}, {row['overlay']}", highlight=False)
+        table = Table()
+        table.add_column("class")
+        table.add_column("pixels", justify="right")
+        for name, fraction in row["fractions"].items():
+            table.add_row(name, f"{100 * fraction:.1f}%")
+        console.print(table)
+    if cfg.output:
+        with open(cfg.output, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "class", "pixel_fraction", "mask", "overlay"])
+            for row in rows:
+                for name, fraction in row["fractions"].items():
+                    writer.writerow([row["path"], name, f"{fraction:.6f}", row["mask"], row["overlay"]])
+        print(f"wrote {cfg.output}")
+    print(f"wrote {len(rows)} masks and overlays to {out}")
+    return rows
+
+
+OVERLAY_ALPHA = 0.5  # the mask's share of an overlay pixel
 
 
 def _print(rows: list[dict], failures: list[tuple[Path, str]]) -> None:
