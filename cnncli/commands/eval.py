@@ -54,6 +54,8 @@ def evaluate(cfg: DictConfig) -> dict:
             {"channels": pre.channels, "image_size": pre.image_size, "normalization": checkpoint.normalization},
         )
         datamodule, data_name = call_target("data", data_cfg), cfg.data.get("name")
+        task = getattr(datamodule, "task", "classification")  # the data's task, before its class count
+        check_checkpoint_task(cfg.ckpt_path, checkpoint.task, task, f"data={data_name} is a {task} data set")
         if datamodule.num_classes != checkpoint.num_classes:  # an image folder's: its class folders
             raise UserError(
                 f"data {data_name!r} has {datamodule.num_classes} classes; "
@@ -61,10 +63,6 @@ def evaluate(cfg: DictConfig) -> dict:
             )
     else:  # the run's own data, with the run's own statistics: evaluation sees exactly what training saw
         datamodule, data_name = checkpoint.datamodule(cfg.trust_model_code), checkpoint.data_name
-    datamodule_task = getattr(datamodule, "task", "classification")
-    check_checkpoint_task(
-        cfg.ckpt_path, checkpoint.task, datamodule_task, f"data={data_name} is a {datamodule_task} data set"
-    )
     datamodule.batch_size = cfg.batch_size
     datamodule.setup("test")
     out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path))

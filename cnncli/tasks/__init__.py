@@ -12,7 +12,7 @@ from cnncli.errors import ConfigError, UserError, check_choice
 
 TASKS = ("classification", "segmentation")
 # the zoo's models of each task, for the one line that says which fit (cnncli/models/<family>.py cards)
-WHAT = {"classification": "a class per image", "segmentation": "a class per pixel (a mask per image)"}
+WHAT = {"classification": "a class per image", "segmentation": "a class per pixel"}
 
 
 def task_of(cfg) -> str:
