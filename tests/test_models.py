@@ -18,6 +18,7 @@ from torch import nn
 import cnncli
 from cnncli.errors import ConfigError
 from cnncli.models import alexnet, build_model, convnext, googlenet, lenet, mlp, nin, resnet, simple_cnn, vgg
+from cnncli.models import model_card as card_of
 from cnncli.optim import Optimization
 from cnncli.tasks.classification import ImageClassifier
 
@@ -266,10 +267,15 @@ def compose_train():
         yield lambda overrides: compose("train", overrides=overrides)
 
 
+def is_segmentation(compose_train, name: str) -> bool:
+    return card_of(compose_train([f"model={name}"]).model._target_).task == "segmentation"
+
+
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_every_model_config_builds_on_digits(compose_train, name):
     """Each conf/model/*.yaml composes with data=digits (32x32x1, 10 classes) and gives (2, 10) logits, or
-    stops with a ConfigError naming the smallest input it needs."""
+    stops with a ConfigError naming the smallest input it needs. A segmentation model gives a score map per
+    class, (2, 10, H, W)."""
     cfg = compose_train([f"model={name}", "data=digits"])
     try:
         with torch.device("meta"):
@@ -284,7 +290,7 @@ def test_every_model_config_builds_on_digits(compose_train, name):
     device = next(model.parameters()).device
     with torch.no_grad():
         logits = model.eval()(torch.randn(2, 1, 32, 32, device=device))
-    assert logits.shape == (2, 10)
+    assert logits.shape == ((2, 10, 32, 32) if is_segmentation(compose_train, name) else (2, 10))
 
 
 def test_alexnet_config_builds_at_its_native_size(compose_train):

@@ -1,6 +1,7 @@
 """`cnncli train model=<any> data=digits trainer.fast_dev_run=true`, in-process for speed: every model of
-the zoo that accepts 32x32 digits takes a real training step (forward, loss, backward, optimizer step) and
-a validation step through the same LightningModule and Trainer settings as `cnncli train`."""
+the zoo that accepts 32x32 digits (a segmentation model: its default data, the shapes) takes a real
+training step (forward, loss, backward, optimizer step) and a validation step through the same
+LightningModule and Trainer settings as `cnncli train`."""
 
 import warnings
 
@@ -14,7 +15,9 @@ from cnncli.config import call_target
 from cnncli.errors import ConfigError
 from cnncli.models import build_model
 from cnncli.optim import optimization
+from cnncli.tasks import task_of
 from cnncli.tasks.classification import ImageClassifier
+from cnncli.tasks.segmentation import SegmentationModule
 
 pytestmark = pytest.mark.slow  # trains real runs: `pytest -m "not slow"` leaves them out
 
@@ -25,7 +28,11 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 @pytest.mark.parametrize("name", MODELS)
 def test_one_training_step_on_digits(name, tmp_path):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}", "data=digits", "data.batch_size=4"])
+        cfg = compose("train", overrides=[f"model={name}", "data.batch_size=4"])  # the model's default data
+    segmentation = task_of(cfg) == "segmentation"  # a segmentation model: shapes, else digits
+    if not segmentation:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=[f"model={name}", "data=digits", "data.batch_size=4"])
     try:
         model = build_model(cfg.model)
     except ConfigError as error:  # refused before training, with the minimum size (tested in test_models.py)
@@ -34,7 +41,8 @@ def test_one_training_step_on_digits(name, tmp_path):
     data = call_target("data", cfg.data)
     data.setup("fit")
     before = [p.detach().clone() for p in model.parameters()]
-    classifier = ImageClassifier(model, num_classes=10, optimization=optimization(cfg))
+    module = SegmentationModule if segmentation else ImageClassifier
+    classifier = module(model, num_classes=cfg.data.num_classes, optimization=optimization(cfg))
     trainer = L.Trainer(
         fast_dev_run=True,
         accelerator="cpu",
@@ -45,6 +53,6 @@ def test_one_training_step_on_digits(name, tmp_path):
     )
     trainer.fit(classifier, datamodule=data)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
-    assert "val/acc1" in trainer.callback_metrics
+    assert ("val/miou" if segmentation else "val/acc1") in trainer.callback_metrics
     changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert changed >= len(before) // 2  # the optimizer step moved the weights

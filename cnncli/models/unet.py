@@ -28,6 +28,7 @@ from torch import nn
 
 from cnncli.errors import ConfigError, check_choice
 from cnncli.models import ModelCard
+from cnncli.models.common import check_input_size
 
 VARIANTS = ("paper", "same")
 
@@ -126,6 +127,8 @@ def unet(
     check_choice("batch_norm", batch_norm, (True, False))
     if output_size(image_size, depth, variant) is None:
         sizes = valid_sizes(depth, variant)
+        if image_size < sizes[0]:
+            check_input_size(f"unet (variant {variant}, depth {depth})", image_size, sizes[0])
         examples = ", ".join(str(s) for s in sizes[:4]) + (f", ... {sizes[-1]}" if len(sizes) > 4 else "")
         rule = f"a multiple of {2**depth}" if variant == "same" else f"one of {examples} ({sizes[1] - sizes[0]}k apart)"
         raise ConfigError(
@@ -145,7 +148,7 @@ MODELS = {
     "unet": ModelCard(
         channels=1, image_size=572, num_classes=2, min_size=_min_size, task="segmentation",
         head=("head",), classifier=("up", "head"), first_conv="stem.0",
-        paper_params=31_030_658, paper_source="Ronneberger et al. 2015, Fig. 1 (counted from it)",
+        # the paper states no parameter count (31,030,658 is counted from its Fig. 1: tests/test_unet.py)
         paper_options={"variant": "paper", "base_channels": 64, "depth": 4, "batch_norm": False},
     ),
 }  # fmt: skip
