@@ -49,6 +49,7 @@ class Row:
     calls: int = 0  # forward calls (a ReLU module shared by a ResNet block is called 3 times)
     folded: int = 0  # layers with parameters folded into this row by `depth`
     shared_with: str = ""  # the first name of a module registered under several (its parameters are counted there)
+    size_note: str = ""  # how the output side comes: a transposed conv's (in-1)xstride-2xpad+kernel, U-Net's crop
 
 
 @dataclass
@@ -135,6 +136,20 @@ def layer_macs(module: nn.Module, inputs: tuple, output) -> int | None:
     if isinstance(module, nn.Bilinear):
         return output.numel() * module.in1_features * module.in2_features
     return None
+
+
+def size_note(module: nn.Module, record: _Record) -> str:
+    """How a layer's output side follows from its input's, where the course works it out: a transposed
+    convolution's (in - 1) x stride - 2 x pad + kernel, and a module that says it itself (`size_note(input
+    shape, output shape)`: U-Net's crop)."""
+    if record.input_shape is None or record.shape is None or len(record.shape) != 4:
+        return ""
+    if isinstance(module, nn.ConvTranspose2d) and module.dilation == (1, 1) and module.output_padding == (0, 0):
+        side, stride, pad, kernel = record.input_shape[-1], module.stride[1], module.padding[1], module.kernel_size[1]
+        return f"({side}-1)x{stride}-2x{pad}+{kernel} = {record.shape[-1]}"
+    if hasattr(module, "size_note"):
+        return module.size_note(record.input_shape, record.shape)
+    return ""
 
 
 def is_weight_layer(module: nn.Module) -> bool:
@@ -265,6 +280,7 @@ class _Record:
     macs: int | None = None  # conv/linear by formula; other leaves from the op counter
     activation_bytes: int = 0
     call_shapes: list = field(default_factory=list)  # (shape, nhwc, macs) of each call, in order
+    input_shape: list[int] | None = None  # of the first call's first input
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -301,6 +317,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
         first = _first_tensor(output)
         if record.shape is None and first is not None:
             record.shape, record.nhwc = list(first.shape), bool(getattr(first, _NHWC, False))
+            given = _first_tensor(inputs)
+            record.input_shape = list(given.shape) if given is not None else None
         macs = None
         if id(module) in leaves:
             record.activation_bytes += sum(t.numel() * t.element_size() for t in _all_tensors(output))
@@ -397,7 +415,7 @@ def _rows(modules, records, leaves, depth: int | None) -> list[Row]:
                 Row(label, type(m).__name__, shape, output, sum(p.numel() for p in counted),
                     sum(p.numel() for p in counted if p.requires_grad), param_formula(m) if name == first else "0",
                     buffers if name == first else 0, buffer_formula if name == first else "", macs, calls=calls,
-                    shared_with="" if name == first else first)
+                    shared_with="" if name == first else first, size_note=size_note(m, record))
             )  # fmt: skip
         elif level == limit:  # fold the whole subtree into this row
             params = list(m.parameters())

@@ -225,6 +225,9 @@ def cli(tmp_path_factory):
         "alexnet": (cnncli, "params", "model=alexnet", "format=markdown"),
         "unknown": (cnncli, "params", "model=lenet6"),
         "too_small": (cnncli, "params", "model=lenet5", "input_size=8"),
+        "unet": (cnncli, "params", "model=unet"),
+        "unet_shapes": (cnncli, "params", "model=unet", "data=shapes", "format=json"),
+        "unet_same": (cnncli, "params", "model=unet", "model.variant=same", "input_size=576", "format=json"),
     }
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {key: pool.submit(run, *args, cwd=cwd) for key, (run, *args) in commands.items()}
@@ -316,3 +319,28 @@ def test_an_image_folder_without_a_class_count_is_one_line(tmp_path):
     assert result.stderr.strip() == (
         "error: data.num_classes: params does not read the image folder: give data.num_classes=N"
     )
+
+
+def test_cli_unet_is_the_papers_network_with_its_up_convolution_and_crop_sizes(cli):
+    """`cnncli params model=unet`: the paper's 572 -> 388 network (the model config trains a small padded one
+    on shapes), each up-convolution's output side worked out, each crop's sizes."""
+    out = ok(cli["unet"])
+    assert "input 572x572x1 (native: the paper's network (variant=paper, base_channels=64, depth=4" in out
+    rows = {row[0]: row for row in table_rows(out)}
+    assert rows["up.0.up"][1:5] == [
+        "ConvTranspose2d",
+        "56x56x512  (28-1)x2-2x0+2 = 56",
+        "(2*2*512)*1024+512",
+        "2,097,664",
+    ]
+    assert rows["up.0.crop"][1:3] == ["Crop", "56x56x512  crop 64->56"]
+    assert rows["up.3.crop"][2] == "392x392x64  crop 568->392"
+    assert rows["head"][2] == "388x388x2"
+    assert rows["total"][4] == "31,030,658"
+    trained = json.loads(ok(cli["unet_shapes"]))  # data= given: the network cnncli trains
+    assert trained["input"]["from"] == "data=shapes" and trained["totals"]["params"] == 482_788
+    same = json.loads(ok(cli["unet_same"]))  # an option on the command line wins over the paper's
+    assert same["totals"]["params"] == 31_030_658  # padding changes no parameter count
+    assert not any(row["size_note"].startswith("crop") for row in same["rows"])
+    up = next(row for row in same["rows"] if row["name"] == "up.0.up")
+    assert up["size_note"] == "(36-1)x2-2x0+2 = 72" and up["output_shape"] == [512, 72, 72]

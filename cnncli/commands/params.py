@@ -6,7 +6,9 @@
 The model is built on the `meta` device: no weight is allocated, so vgg19 takes what lenet5 takes (a
 small one at a small input is counted on the CPU instead: CPU_MAX_PARAMS).
 Input: without `data=`, the model's native input and class count, the defaults its builder declares
-(`image_size`, `in_channels`, `num_classes`; 3x224x224 and 1000 for a builder that declares none);
+(`image_size`, `in_channels`, `num_classes`; 3x224x224 and 1000 for a builder that declares none), and
+for a model whose config trains another network than its paper's by default (U-Net), the paper's options
+(its card's `paper_options`; a `model.KEY=` on the command line still wins);
 with `data=NAME` the model is shaped for that data set; `input_size=N` overrides the side either way.
 Several models: `model=a,b,c` is read here, before Hydra (for which a comma list is a -m sweep), and
 each model is composed with Hydra's compose API and the same other overrides. With -m Hydra sweeps
@@ -77,6 +79,15 @@ def paper_figures(target: str) -> dict:
     return {"params": params, "macs": macs, "source": card.paper_source}
 
 
+def paper_options(target: str, given: set[str]) -> dict:
+    """The card's paper_options but the model options the command line sets (`model.variant=same`)."""
+    from cnncli.models import model_card
+
+    card = model_card(target, trusted=True)
+    options = card.paper_options if card is not None else {}
+    return {k: v for k, v in options.items() if f"model.{k}" not in given}
+
+
 def _check(cfg: DictConfig) -> None:
     check_choice("format", cfg.format, FORMATS)
     for key in ("input_size", "depth"):
@@ -86,14 +97,24 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError(key, f"must be an integer >= {low} or null, got {value!r}")
 
 
-def summarize(cfg: DictConfig, name: str) -> dict:
-    """Everything `params` prints for one composed config: the model's table, its input and paper figures."""
+def summarize(cfg: DictConfig, name: str, overrides: list[str] = ()) -> dict:
+    """Everything `params` prints for one composed config: the model's table, its input and paper figures.
+    `overrides`: the command line's. Without `data=` there the model is shown at its native input (a model
+    config may choose a default data set for training: unet's shapes), and a model whose card has
+    `paper_options` as its paper draws it (U-Net: the 572 -> 388 network), but for the options given."""
     _check(cfg)
     target = str(cfg.model.get("_target_"))
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     with open_dict(cfg):
+        if "data" not in keys:
+            cfg.data = None
         source = f"data={cfg.data.get('name', '?')}" if cfg.get("data") is not None else "native"
         if cfg.get("data") is None:
             cfg.data = {"name": "native", **native_input(target)}
+            paper = paper_options(target, keys)
+            if paper:
+                cfg.model.update(paper)
+                source += ": the paper's network (" + ", ".join(f"{k}={v}" for k, v in paper.items()) + ")"
         if cfg.data.get("num_classes", 0) is None:  # an image folder's: its class folders, counted by train
             raise ConfigError("data.num_classes", "params does not read the image folder: give data.num_classes=N")
         if cfg.input_size is not None:
@@ -191,7 +212,8 @@ def _row_cells(row) -> list[str]:
     formula = "" if row.params == 0 and not row.folded else row.formula
     if row.buffers and row.buffer_formula:
         formula += f" (+{row.buffer_formula} buffers)"
-    return [row.name, kind, row.output, formula, f"{row.params:,}", f"{row.macs:,}", f"{row.percent:.2f}%"]
+    output = f"{row.output}  {row.size_note}" if row.size_note else row.output
+    return [row.name, kind, output, formula, f"{row.params:,}", f"{row.macs:,}", f"{row.percent:.2f}%"]
 
 
 ROW_HEADER = ["layer", "type", "output (HxWxC)", "formula", "params", "MACs", "% params"]
@@ -343,7 +365,7 @@ def print_comparison(infos: list[dict], fmt: str) -> None:
 @reports_user_errors
 def _single(cfg: DictConfig) -> None:
     name = HydraConfig.get().runtime.choices.get("model") or "model"
-    print_one(summarize(cfg, name), cfg.format)
+    print_one(summarize(cfg, name, list(HydraConfig.get().overrides.task)), cfg.format)
 
 
 @reports_user_errors
@@ -353,7 +375,7 @@ def compare(names: list[str], overrides: list[str]) -> None:
         with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="params"):
             for name in names:
                 cfg = hydra.compose("params", overrides=[f"model={name}", *overrides])
-                infos.append(summarize(cfg, name))
+                infos.append(summarize(cfg, name, overrides))
                 fmt = cfg.format
     except (HydraException, OmegaConfBaseException) as e:
         raise UserError(str(e)) from None

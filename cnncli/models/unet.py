@@ -50,6 +50,17 @@ def center_crop(skip: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return skip[..., top : top + height, left : left + width]
 
 
+class Crop(nn.Module):
+    """The centre of the skip connection's map, as large as the up-convolution's output (a module, so that
+    `cnncli params` shows its sizes)."""
+
+    def forward(self, skip: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return center_crop(skip, like.shape[-2], like.shape[-1])
+
+    def size_note(self, input_shape: list[int], output_shape: list[int]) -> str:
+        return f"crop {input_shape[-1]}->{output_shape[-1]}" if input_shape[-1] != output_shape[-1] else ""
+
+
 class Down(nn.Sequential):
     """A step of the contracting path: 2x2 max pool, stride 2, then two 3x3 convolutions."""
 
@@ -64,11 +75,12 @@ class Up(nn.Module):
     def __init__(self, channels_in: int, channels_out: int, padding: int, batch_norm: bool):
         super().__init__()
         self.up = nn.ConvTranspose2d(channels_in, channels_out, kernel_size=2, stride=2)
+        self.crop = Crop()
         self.conv = double_conv(2 * channels_out, channels_out, padding, batch_norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        return self.conv(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
+        return self.conv(torch.cat([self.crop(skip, x), x], dim=1))
 
 
 class UNet(nn.Module):
