@@ -34,7 +34,10 @@ def show(cfg: DictConfig) -> Path:
     from cnncli.plots import plt
 
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule = call_target("data", cfg.data, augment=build_augmentation(cfg.augmentation, cfg.data.image_size))
+    segmentation = cfg.data.get("task") == "segmentation"  # masks: drawn beside their images
+    ignore_index = cfg.data.get("ignore_index") if segmentation else None
+    augment = build_augmentation(cfg.augmentation, cfg.data.image_size, ignore_index)
+    datamodule = call_target("data", cfg.data, augment=augment)
     datamodule.setup("fit")
     images, labels = [], []
     for batch_images, batch_labels in datamodule.train_dataloader():
@@ -45,6 +48,8 @@ def show(cfg: DictConfig) -> Path:
     images, labels = torch.cat(images)[: cfg.count], torch.cat(labels)[: cfg.count]
     mean, std = (torch.tensor(datamodule.normalization[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
     images = (images * std + mean).clamp(0, 1)
+    if segmentation:
+        return _save(_masks_figure(plt, images, labels, datamodule, cfg), cfg)
 
     columns = min(8, len(images))
     rows = math.ceil(len(images) / columns)
@@ -57,6 +62,43 @@ def show(cfg: DictConfig) -> Path:
         ax.set_title(datamodule.class_names[label], fontsize=8)
     fig.suptitle(f"{cfg.data.name}, augmentation={cfg.augmentation.name}, {cfg.data.image_size}px", fontsize=10)
     fig.tight_layout()
+    return _save(fig, cfg)
+
+
+def _masks_figure(plt, images, masks, datamodule, cfg):
+    """Segmentation: each image beside its mask drawn over it (the class colours, the legend below); pixels
+    of ignore_index in white."""
+    from matplotlib.patches import Patch
+
+    from cnncli.tasks.segmentation import colour_masks
+
+    colours = colour_masks(masks, datamodule.palette, datamodule.ignore_index).numpy()
+    columns = min(4, len(images))  # pairs: image | overlay
+    rows = math.ceil(len(images) / columns)
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.2 * columns, 1.8 * rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, colour, mask) in enumerate(zip(images, colours, masks)):
+        picture = image.permute(1, 2, 0).expand(-1, -1, 3).numpy()
+        drawn = (mask != 0).numpy()[..., None]  # class 0 (background) shows the image through
+        overlay = picture * (1 - 0.6 * drawn) + colour * 0.6 * drawn
+        left, right = axes.flat[2 * i], axes.flat[2 * i + 1]
+        left.imshow(picture)
+        right.imshow(overlay.clip(0, 1), interpolation="nearest")
+        left.set_title(f"image {i}", fontsize=8)
+        right.set_title("mask", fontsize=8)
+    handles = [Patch(color=[c / 255 for c in colour], label=name)
+               for name, colour in zip(datamodule.class_names, datamodule.palette)]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle(f"{cfg.data.name} with masks, augmentation={cfg.augmentation.name}, {cfg.data.image_size}px",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.5 / (1.8 * rows + 0.6), 1, 1))
+    return fig
+
+
+def _save(fig, cfg: DictConfig) -> Path:
+    from cnncli.plots import plt
+
     out = Path(cfg.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,9 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
         log.info(f"resume: nothing left to train in {run_dir}: {done}")
         return runs.read_summary(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = call_target("data", cfg.data, augment=build_augmentation(cfg.augmentation, cfg.data.image_size))
+    ignore_index = cfg.data.get("ignore_index") if task_name == "segmentation" else None  # masks move too
+    augment = build_augmentation(cfg.augmentation, cfg.data.image_size, ignore_index)
+    datamodule = call_target("data", cfg.data, augment=augment)
     for key in ("num_classes", "class_names"):  # an image folder's classes are its class folders unless set
         if cfg.data.get(key) is None and getattr(datamodule, key, None) is not None:
             cfg.data[key] = getattr(datamodule, key)

@@ -22,6 +22,7 @@ DATA_MODULES = {
     "cifar100": "cnncli.data.cifar:CIFAR100Data",
     "svhn": "cnncli.data.svhn:SVHNData",
     "shapes": "cnncli.data.shapes:ShapesData",  # segmentation: images with masks
+    "segfolder": "cnncli.data.segfolder:SegFolderData",
 }
 
 

@@ -117,7 +117,8 @@ class InMemorySegmentationData(L.LightningDataModule):
         self.normalization = check_normalization(normalization, channels)
         self.class_weights_setting, self.class_weights = class_weights, None
         self.ignore_index = check_ignore_index(ignore_index)
-        self.palette = check_palette(palette, num_classes)
+        self.palette = check_palette(palette, num_classes)  # the colours masks are drawn in
+        self.palette_given = None if palette is None else self.palette  # what maps an RGB mask's colours
         self.augment = augment
         self.splits: dict[str, MaskedImages] = {}
 
