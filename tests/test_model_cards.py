@@ -43,7 +43,8 @@ def test_every_zoo_model_has_a_card_that_its_network_bears_out(name):
     defaults = {k: p.default for k, p in inspect.signature(builder(options["_target_"], False)).parameters.items()}
     assert (defaults["in_channels"], defaults["image_size"], defaults["num_classes"]) == (
         card.channels, card.image_size, card.num_classes)  # fmt: skip
-    for extra in [[], VARIANTS.get(name, [])]:
+    paper = [f"model.{key}={value}" for key, value in card.paper_options.items()]  # U-Net: the 572x572 network
+    for extra in [paper, [*paper, *VARIANTS.get(name, [])]]:
         size = max(card.image_size, card.fact("min_size", model_options(name, *extra)))  # NiN's ImageNet variant
         native = model_options(name, *extra, f"data.channels={card.channels}", "data.num_classes=7",
                                f"data.image_size={size}")  # fmt: skip

@@ -129,3 +129,27 @@ def test_cnncli_train_model_unet_reaches_its_promised_mean_iou(unet_run):
     assert (unet_run / "curves.png").is_file() and (unet_run / "checkpoints" / "best.ckpt").is_file()
     log = (unet_run / "train.log").read_text()
     assert "segmenting shapes" in log and "mIoU" in log
+
+
+def test_torchvisions_segmentation_baselines_load_their_coco_weights_into_all_but_the_head(tmp_path, monkeypatch):
+    """model.pretrained=true for fcn_resnet50: torchvision's COCO/VOC weights file (a stand-in with the real
+    file's name and keys, aux head included, placed in the hub cache: no download) fills every layer but the
+    final 1x1 conv, which is made for the data's 4 classes; without the file, one line says where to put it."""
+    import torchvision
+
+    from cnncli.errors import UserError
+    from cnncli.models import build_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    options = {"_target_": "cnncli.models.fcn.fcn_resnet50", "in_channels": 3, "num_classes": 4, "image_size": 64,
+               "pretrained": True}  # fmt: skip
+    with pytest.raises(UserError, match="cannot download .*fcn_resnet50_coco-1167a1af.pth.*offline, put that file"):
+        build_model(options)
+    coco = torchvision.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None, aux_loss=True)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)  # the failed download made it
+    torch.save(coco.state_dict(), tmp_path / "hub" / "checkpoints" / "fcn_resnet50_coco-1167a1af.pth")
+    model = build_model(options)
+    assert torch.equal(model.backbone.layer4[0].conv2.weight, coco.backbone.layer4[0].conv2.weight)
+    assert torch.equal(model.classifier[0].weight, coco.classifier[0].weight)  # the decoder transfers too
+    assert model.classifier[4].weight.shape[0] == 4  # the head: the data's classes, fresh
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 4, 64, 64)

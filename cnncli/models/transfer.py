@@ -29,7 +29,8 @@ FREEZE = ("none", "features", "all_but_head")
 # The zoo's builders whose layers are exactly torchvision's, so its ImageNet weights fit them.
 IMAGENET_MODELS = (
     "alexnet (variant=torchvision), vgg11 vgg13 vgg16 vgg19 (batch_norm true or false), googlenet "
-    "(variant=torchvision), resnet18 resnet34 resnet50 resnet101 resnet152, convnext_tiny convnext_small"
+    "(variant=torchvision), resnet18 resnet34 resnet50 resnet101 resnet152, convnext_tiny convnext_small; "
+    "segmentation (COCO weights of the VOC classes): fcn_resnet50 deeplabv3_resnet50"
 )
 
 
