@@ -328,6 +328,8 @@ REPRESENTATIVES = {
 SWEPT = sorted(REPRESENTATIVES) if os.environ.get("CNNCLI_TEST_ZOO_SUBSET") == "1" else MODELS
 # Export cost in seconds (2-core CPU): the workers take the models dearest first.
 COST = {
+    "deeplabv3_resnet50": 22,
+    "fcn_resnet50": 20,
     "vgg19": 22,
     "vgg16": 22,
     "vgg13": 20,
