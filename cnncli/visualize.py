@@ -49,9 +49,17 @@ NO_FEATURE_MAPS = {
 }
 
 
+CLASS_SCORE_MODES = ("cam", "occlusion")  # they need one score per class for the image
+
+
 def visualize(cfg: DictConfig) -> list[Path]:
     """The PNGs of cfg.mode (cfg checked by cnncli/commands/viz.py); their paths, printed."""
     net = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
+    if net.task == "segmentation" and cfg.mode in CLASS_SCORE_MODES:
+        raise UserError(
+            f"viz {cfg.mode} explains a classifier's score of one class for the whole image; {cfg.ckpt_path} is a "
+            "segmentation network (a score per pixel): viz featuremaps and viz filters fit it"
+        )
     out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path)) / "viz"
     check_output_folder("out", out)
     out.mkdir(parents=True, exist_ok=True)

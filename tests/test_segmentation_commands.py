@@ -96,3 +96,17 @@ def test_a_checkpoint_on_data_of_the_other_task_is_one_line(unet_run, short_run,
         "is a classification checkpoint" in result.stderr and "data=shapes is a segmentation data set" in result.stderr
     )
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_viz_draws_a_unets_feature_maps_and_refuses_the_class_score_modes(unet_run, shapes_images, tmp_path):
+    folder, _ = shapes_images
+    ckpt = unet_run / "checkpoints" / "best.ckpt"
+    result = cnncli_here("viz", "featuremaps", f"ckpt_path={ckpt}", f"image={folder / 's0.png'}", "layer=up.2.up",
+                         f"out={tmp_path}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (picture,) = tmp_path.glob("featuremaps_s0_up.2.up*.png")  # the last up-convolution's 16 maps
+    assert Image.open(picture).size[0] > 400
+    for mode in ("cam", "occlusion"):
+        refused = cnncli_here("viz", mode, f"ckpt_path={ckpt}", f"image={folder / 's0.png'}", cwd=tmp_path)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1].endswith("viz featuremaps and viz filters fit it")
