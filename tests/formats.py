@@ -123,3 +123,28 @@ def make_split(root, counts: dict[str, int], mix=True, **kw):
             for p in pngs:  # next to the JPEGs, names not clashing
                 p.rename(root / name / f"rgb_{p.name}")
             (root / name / "png").rmdir()
+
+
+def write_pets(root: Path, sizes: dict | None = None, side: int = 40) -> dict:
+    """The Oxford-IIIT Pet layout torchvision reads: oxford-iiit-pet/images/<name>.jpg, annotations/trimaps/
+    <name>.png (1 pet, 2 background, 3 border) and annotations/trainval.txt, test.txt ("<name> <class> <species>
+    <breed>"). Each pet is a disc with a 1-pixel border ring. Returns the trimaps by name."""
+    folder = root / "oxford-iiit-pet"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+    rng, trimaps = np.random.default_rng(0), {}
+    y, x = np.mgrid[0:side, 0:side]
+    for split, count in (sizes or {"trainval": 12, "test": 4}).items():
+        lines = []
+        for i in range(count):
+            name = f"Abyssinian_{split}_{i}"
+            cy, cx, radius = *rng.uniform(12, side - 12, 2), rng.uniform(5, 10)
+            distance = np.hypot(y - cy, x - cx)
+            trimap = np.where(distance < radius, 1, np.where(distance < radius + 1.5, 3, 2)).astype(np.uint8)
+            image = np.where(trimap[..., None] == 1, [200, 120, 40], [40, 90, 160]) + rng.normal(0, 8, (side, side, 3))
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / "images" / f"{name}.jpg")
+            Image.fromarray(trimap).save(folder / "annotations" / "trimaps" / f"{name}.png")
+            lines.append(f"{name} 1 1 1")
+            trimaps[name] = trimap
+        (folder / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return trimaps

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 from conftest import QUIET, cnncli
-from formats import make_split, write_cifar, write_mnist, write_signs
+from formats import make_split, write_cifar, write_mnist, write_pets, write_signs
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -31,8 +31,9 @@ LABS = {
     "nin_cifar10": ("nin.nin", "cifar.CIFAR10Data", "SGD", "MultiStepLR"),
     "resnet20_cifar10": ("resnet.resnet20", "cifar.CIFAR10Data", "SGD", "MultiStepLR"),
     "unet_shapes": ("unet.unet", "shapes.ShapesData", "Adam", "OneCycleLR"),
+    "unet_pets": ("unet.unet", "segmentation_sets.PetsData", "Adam", "OneCycleLR"),
 }
-SEGMENTATION = {"unet_shapes"}  # their network scores every pixel
+SEGMENTATION = {"unet_shapes", "unet_pets"}  # their network scores every pixel
 # Every request goes to a closed local port: a download attempt would fail at once.
 OFFLINE = {key: "http://127.0.0.1:9" for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
 
@@ -101,13 +102,14 @@ def test_unet_shapes_is_the_default_unet_run_and_reaches_its_stated_mean_iou(une
 def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
     """One multirun over the labs (`++data.root`: the sweep composes the default config first, digits, which
     has no root), on one data folder holding every format: MNIST and Fashion-MNIST IDX files,
-    CIFAR-10 batches, the hand-signs .h5 files, and a chest X-ray style split folder (also the image folder of
+    CIFAR-10 batches, the hand-signs .h5 files, the Oxford-IIIT Pet trimaps, and a chest X-ray style split folder (also the image folder of
     the VGG16 fine-tuning lab, which runs on random weights here: no download)."""
     root = tmp_path / "data"
     write_mnist(root, "MNIST")
     write_mnist(root, "FashionMNIST")
     write_cifar(root)
     write_signs(root)
+    write_pets(root)
     make_split(root / "train", {"NORMAL": 6, "PNEUMONIA": 10}, mix=True, size=(90, 80))
     make_split(root / "test", {"NORMAL": 2, "PNEUMONIA": 2}, mix=True, size=(90, 80))
     # the default runs cover these: digits_quick is `cnncli train`, unet_shapes `cnncli train model=unet`
@@ -140,5 +142,6 @@ def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
     for name, summary in runs.items():
         assert summary["status"] == "completed", name
         assert summary["model"] == f"cnncli.models.{LABS[name][0]}", name
-        assert summary["epochs"] == 1 and 0 <= summary["test"]["test/acc1"] <= 1, name
+        metric = "test/miou" if name in SEGMENTATION else "test/acc1"
+        assert summary["epochs"] == 1 and 0 <= summary["test"][metric] <= 1, name
         assert Path(summary["best_checkpoint"]).is_file(), name

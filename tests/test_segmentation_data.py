@@ -149,3 +149,27 @@ def test_data_show_draws_masks_beside_their_images(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     width, height = Image.open(tmp_path / "m.png").size
     assert width > 2 * height  # four image | mask pairs in one row
+
+
+def test_pets_in_torchvisions_layout_load_with_the_border_ignored_and_offline_is_one_line(tmp_path):
+    from formats import write_pets
+
+    from cnncli.data.segmentation_sets import PetsData
+
+    write_pets(tmp_path)
+    pets = PetsData(root=str(tmp_path), download=False, name="pets", channels=3, image_size=32, num_classes=2,
+                    val_fraction=0.25)  # fmt: skip
+    pets.setup("fit")
+    assert {split: len(d) for split, d in pets.splits.items()} == {"train": 9, "val": 3, "test": 4}
+    masks = pets.splits["train"].masks
+    assert set(masks.unique().tolist()) == {0, 1, 255} and pets.class_names == ["background", "pet"]
+    result = cnncli_here("train", "model=unet", "data=pets", f"data.root={tmp_path / 'none'}", "data.download=false",
+                         f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1 and not (tmp_path / "refused").exists()
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: Oxford-IIIT Pet files not found in {tmp_path / 'none' / 'oxford-iiit-pet'} (data.download=false)"
+        )
+    )

@@ -23,6 +23,8 @@ DATA_MODULES = {
     "svhn": "cnncli.data.svhn:SVHNData",
     "shapes": "cnncli.data.shapes:ShapesData",  # segmentation: images with masks
     "segfolder": "cnncli.data.segfolder:SegFolderData",
+    "pets": "cnncli.data.segmentation_sets:PetsData",
+    "voc": "cnncli.data.segmentation_sets:VOCData",
 }
 
 
