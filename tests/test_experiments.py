@@ -102,8 +102,9 @@ def test_unet_shapes_is_the_default_unet_run_and_reaches_its_stated_mean_iou(une
 def test_every_lab_trains_a_few_batches_on_files_of_its_format(tmp_path):
     """One multirun over the labs (`++data.root`: the sweep composes the default config first, digits, which
     has no root), on one data folder holding every format: MNIST and Fashion-MNIST IDX files,
-    CIFAR-10 batches, the hand-signs .h5 files, the Oxford-IIIT Pet trimaps, and a chest X-ray style split folder (also the image folder of
-    the VGG16 fine-tuning lab, which runs on random weights here: no download)."""
+    CIFAR-10 batches, the hand-signs .h5 files, the Oxford-IIIT Pet trimaps, and a chest X-ray style split
+    folder (also the image folder of the VGG16 fine-tuning lab, which runs on random weights here: no
+    download)."""
     root = tmp_path / "data"
     write_mnist(root, "MNIST")
     write_mnist(root, "FashionMNIST")
