@@ -7,14 +7,18 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import QUIET, cnncli
 from PIL import Image
+
+from cnncli.data.shapes import draw
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", *QUIET]
 NOT_RUN = {  # example -> why it is not run here
     "cnncli train": "the quick start: run exactly as written by the default_run fixture (tests/test_train.py)",
+    "cnncli train model=unet": "run exactly as written by the unet_run fixture (tests/test_segmentation.py)",
     **{f"cnncli {name}": "names the subcommand in a sentence; its examples run"
        for name in ("eval", "params", "predict", "data show", "export", "leaderboard", "tune", "viz", "compare")},
 }  # fmt: skip
@@ -42,11 +46,22 @@ def test_the_readme_has_examples_and_every_one_is_run_or_listed():
 
 
 @pytest.fixture(scope="module")
-def place(short_run, tmp_path_factory):
-    """A working folder with what the examples name: $ckpt's run, a sweep of two runs, images."""
+def place(short_run, unet_run, tmp_path_factory):
+    """A working folder with what the examples name: $ckpt's and $unet's runs, a sweep of two runs, images,
+    a folder of images with masks."""
     cwd = tmp_path_factory.mktemp("readme")
     run = cwd / "run"
     shutil.copytree(short_run, run)
+    shutil.copytree(unet_run, cwd / "unet")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 20), ("test", 4)):
+        for kind in ("images", "masks"):
+            (cwd / "my_masks" / split / kind).mkdir(parents=True)
+        for i in range(count):
+            image, mask = draw(rng, 48, 3)
+            Image.fromarray(image.transpose(1, 2, 0)).save(cwd / "my_masks" / split / "images" / f"{i}.png")
+            Image.fromarray(mask).save(cwd / "my_masks" / split / "masks" / f"{i}.png")
+    Image.fromarray(draw(rng, 64, 3)[0].transpose(1, 2, 0)).save(cwd / "photo.png")
     for n in (0, 1):
         shutil.copytree(short_run, cwd / "sweep" / str(n))
     digit = Image.new("L", (8, 8), 0)
@@ -60,6 +75,7 @@ def place(short_run, tmp_path_factory):
 def concrete(command: str, place: Path) -> list[str]:
     """The example's arguments with its placeholders filled in, short-run overrides after training ones."""
     ckpt = place / "run" / "checkpoints" / "best.ckpt"
+    command = command.replace("$unet", str(place / "unet" / "checkpoints" / "best.ckpt"))
     command = command.replace("$ckpt", str(ckpt)).replace("resume=RUN", f"resume={place / 'run'}")
     command = re.sub(r"outputs/multirun/\S+", str(place / "sweep"), command)
     command = command.replace("model_file=model.onnx", f"model_file={place / 'run' / 'export' / 'model.onnx'}")
@@ -89,6 +105,14 @@ EXPECTED = {
 }
 
 
+# the examples of a segmentation run ($unet) leave theirs
+SEGMENTATION_EXPECTED = {
+    "eval": lambda out, place: (place / "unet" / "masks.png").is_file() and "mean IoU" in out,
+    "predict": lambda out, place: (place / "masks" / "photo_mask.png").is_file(),
+    "export": lambda out, place: (place / "unet" / "export" / "model.onnx").is_file(),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS, key=lambda c: "model_file=" in c))  # export before its use
 def test_readme_example_runs(command, place):
@@ -96,4 +120,5 @@ def test_readme_example_runs(command, place):
     result = cnncli(*args, cwd=place)
     assert result.returncode == 0, f"{args}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     assert "Traceback" not in result.stderr
-    assert EXPECTED[args[0]](result.stdout, place), result.stdout[-2000:]
+    expected = SEGMENTATION_EXPECTED if "$unet" in command else EXPECTED
+    assert expected.get(args[0], EXPECTED[args[0]])(result.stdout, place), result.stdout[-2000:]
