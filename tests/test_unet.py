@@ -72,3 +72,23 @@ def test_batch_norm_replaces_the_convolutions_bias():
     assert any(isinstance(m, nn.BatchNorm2d) for m in normed.modules())
     assert all(m.bias is None for m in normed.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+
+
+def test_the_paper_variant_trains_on_the_centre_of_its_masks():
+    """Its output (4x4 for a 188x188 input) is smaller than the mask: the loss and the metrics score the
+    mask's centre, cropped to the output (the overlap-tile layout)."""
+    from cnncli.optim import Optimization
+    from cnncli.tasks.segmentation import SegmentationModule
+
+    torch.manual_seed(0)
+    model = unet(in_channels=1, num_classes=2, image_size=188, base_channels=2)
+    module = SegmentationModule(model, 2, Optimization(lambda params: torch.optim.Adam(params), None))
+    masks = torch.zeros(2, 188, 188, dtype=torch.long)
+    masks[:, 92:94, 92:94] = 1  # in the centre, which the 4x4 output covers
+    loss = module._step((torch.randn(2, 1, 188, 188), masks), "train")
+    loss.backward()
+    assert torch.isfinite(loss) and model.head.weight.grad.abs().sum() > 0
+    totals = module.totals["train"]
+    totals.flush()
+    confusion = totals.sums[:4].view(2, 2)
+    assert confusion.sum() == 2 * 4 * 4 and confusion[1].sum() == 2 * 2 * 2  # the centre 4x4 pixels of each mask

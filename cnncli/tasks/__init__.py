@@ -8,6 +8,8 @@ A run's task is its data's (`data.task`); the model must be made for it (its car
 
 import importlib
 
+from omegaconf import OmegaConf
+
 from cnncli.errors import ConfigError, UserError, check_choice
 
 TASKS = ("classification", "segmentation")
@@ -51,3 +53,16 @@ def check_checkpoint_task(path, checkpoint_task: str, wanted: str, why: str) -> 
             f"{path} is a {checkpoint_task} checkpoint ({WHAT[checkpoint_task]}), but {why}: it needs a {wanted} "
             "checkpoint"
         )
+
+
+MONITOR_KEYS = ("callbacks.early_stopping.monitor", "callbacks.model_checkpoint.monitor", "scheduler.monitor")
+
+
+def check_monitors(cfg, metrics: tuple[str, ...]) -> None:
+    """The metric names early stopping, the checkpoint and a plateau schedule watch must be ones the task
+    logs (`metrics`, as train/NAME and val/NAME), else Lightning fails at the end of the first epoch."""
+    logged = [f"{split}/{metric}" for split in ("train", "val") for metric in metrics]
+    for key in MONITOR_KEYS:
+        name = OmegaConf.select(cfg, key, default=None)
+        if name is not None and name not in logged:
+            raise ConfigError(key, f"{name!r} is not a logged metric; choose from: {', '.join(logged)}")

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -220,11 +220,9 @@ def check_config(cfg: DictConfig) -> None:
     be ones this task logs (else Lightning fails at the end of the first epoch, with no checkpoint)."""
     if cfg.get("loss", "ce") != "ce":
         raise ConfigError("loss", f"{cfg.loss!r}: a classifier trains with ce (cross-entropy); dice is segmentation's")
-    logged = [f"{split}/{metric}" for split in ("train", "val") for metric in METRICS]
-    for key in ("callbacks.early_stopping.monitor", "callbacks.model_checkpoint.monitor", "scheduler.monitor"):
-        name = OmegaConf.select(cfg, key, default=None)
-        if name is not None and name not in logged:
-            raise ConfigError(key, f"{name!r} is not a logged metric; choose from: {', '.join(logged)}")
+    from cnncli.tasks import check_monitors
+
+    check_monitors(cfg, METRICS)
 
 
 def epoch_line(row: dict, max_epochs: int, seconds: float) -> str:
@@ -297,16 +295,18 @@ def plot_run(summary: dict, path, num_classes: int) -> None:
                     stopped_early_at=summary.get("stopped_early_at"), top5=num_classes > 5)  # fmt: skip
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict, metrics: dict[str, str] | None = None) -> None:
+    """The run's table: each metric (`metrics`: key -> label) at the final and best epochs (val) and on test."""
+    metrics = metrics or {"loss": "loss", "acc1": "acc1", "acc5": "acc5"}
     table = Table(title=f"{summary['model'].rsplit('.', 1)[-1]} on {summary['data']}: {summary['status']}")
     table.add_column("metric")
     for column in ("final epoch", "best epoch", "test (best ckpt)"):
         table.add_column(column, justify="right")
     final, best, test = summary["final"], summary["best"], summary["test"]
     table.add_row("epoch", str(final.get("epoch", "")), str(best.get("epoch", "")), "")
-    for metric in ("loss", "acc1", "acc5"):
+    for metric, label in metrics.items():
         cells = [row.get(f"{split}/{metric}") for row, split in ((final, "val"), (best, "val"), (test, "test"))]
-        table.add_row(f"{metric} (val / test)", *("" if c is None else f"{c:.4f}" for c in cells))
+        table.add_row(f"{label} (val / test)", *("" if c is None else f"{c:.4f}" for c in cells))
     console = Console()
     console.print(table)
     console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none saved)'}")

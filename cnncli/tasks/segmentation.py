@@ -11,7 +11,7 @@ import logging
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -19,6 +19,7 @@ from torch import nn
 from cnncli.errors import ConfigError, UserError, check_choice
 from cnncli.optim import Optimization
 from cnncli.plots import plot_curves
+from cnncli.tasks import classification
 from cnncli.tasks.classification import ImageClassifier, NonFiniteLoss, ckpt_megabytes
 
 __all__ = ["NonFiniteLoss", "SegmentationModule", "build_module"]
@@ -180,11 +181,9 @@ def check_config(cfg: DictConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
     if cfg.label_smoothing:
         raise ConfigError("label_smoothing", "is a classification option; segmentation takes loss=ce|dice|ce+dice")
-    logged = [f"{split}/{metric}" for split in ("train", "val") for metric in METRICS]
-    for key in ("callbacks.early_stopping.monitor", "callbacks.model_checkpoint.monitor", "scheduler.monitor"):
-        name = OmegaConf.select(cfg, key, default=None)
-        if name is not None and name not in logged:
-            raise ConfigError(key, f"{name!r} is not a logged metric; choose from: {', '.join(logged)}")
+    from cnncli.tasks import check_monitors
+
+    check_monitors(cfg, METRICS)
 
 
 def epoch_line(row: dict, max_epochs: int, seconds: float) -> str:
@@ -222,20 +221,8 @@ def plot_run(summary: dict, path, num_classes: int) -> None:
 
 
 def print_summary(summary: dict) -> None:
-    table = Table(title=f"{summary['model'].rsplit('.', 1)[-1]} on {summary['data']}: {summary['status']}")
-    table.add_column("metric")
-    for column in ("final epoch", "best epoch", "test (best ckpt)"):
-        table.add_column(column, justify="right")
-    final, best, test = summary["final"], summary["best"], summary["test"]
-    table.add_row("epoch", str(final.get("epoch", "")), str(best.get("epoch", "")), "")
     names = {"loss": "loss", "acc": "pixel accuracy", "miou": "mean IoU", "mdice": "mean Dice"}
-    for metric, label in names.items():
-        cells = [row.get(f"{split}/{metric}") for row, split in ((final, "val"), (best, "val"), (test, "test"))]
-        table.add_row(f"{label} (val / test)", *("" if c is None else f"{c:.4f}" for c in cells))
-    console = Console()
-    console.print(table)
-    console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none saved)'}")
-    console.print(f"run folder: {summary['run_dir']}")
+    classification.print_summary(summary, names)
 
 
 # ------------------------------------------------------------------------------------------- cnncli eval
