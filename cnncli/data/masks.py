@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cnncli.data.common import check_normalization
-from cnncli.data.memory import _whole_batch
+from cnncli.data.memory import batch_loader, channel_statistics, fit_images
 from cnncli.errors import ConfigError, UserError
 
 IGNORE_INDEX = 255  # the void / border label of VOC and of the pet trimaps' border, as masks are stored
@@ -129,8 +129,6 @@ class InMemorySegmentationData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        from cnncli.data.memory import fit_images
-
         raw = {}
         for split, (images, masks) in self.load().items():
             if len(images) == 0:
@@ -142,11 +140,7 @@ class InMemorySegmentationData(L.LightningDataModule):
             self.class_weights_setting, train_masks, self.num_classes, self.ignore_index
         )
         if self.normalization is None:
-            train = raw["train"][0].float().div_(255)
-            self.normalization = {
-                "mean": train.mean(dim=(0, 2, 3)).tolist(),
-                "std": train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
-            }
+            self.normalization = channel_statistics(raw["train"][0])
         mean, std = (torch.tensor(self.normalization[k]) for k in ("mean", "std"))
         self.splits = {
             split: MaskedImages(x, y, mean, std, self.augment if split == "train" else None)
@@ -154,7 +148,7 @@ class InMemorySegmentationData(L.LightningDataModule):
         }
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=_whole_batch)
+        return batch_loader(self.splits[split], self.batch_size, shuffle)  # under DDP each image counted once
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -38,6 +38,22 @@ def _whole_batch(batch):
     return batch  # __getitems__ already returns the batch as two tensors
 
 
+def batch_loader(dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    """Whole batches from `__getitems__` (images with labels, or with masks: cnncli/data/masks.py)."""
+    sampler = None
+    if not shuffle and dist.is_available() and dist.is_initialized():
+        # Under DDP each rank evaluates its share and every image counts once (the DistributedSampler
+        # Lightning puts in otherwise repeats a few images to give the ranks equal shares).
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_whole_batch)
+
+
+def channel_statistics(images: torch.Tensor) -> dict[str, list[float]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W], as pixel values / 255: the normalization."""
+    pixels = images.float().div_(255)
+    return {"mean": pixels.mean(dim=(0, 2, 3)).tolist(), "std": pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()}
+
+
 def fit_images(images: torch.Tensor, channels: int, image_size: int) -> torch.Tensor:
     """uint8 [N, C, H, W] -> uint8 [N, channels, image_size, image_size]: channels converted, resized."""
     if images.shape[1] != channels:
@@ -113,11 +129,7 @@ class InMemoryImageData(L.LightningDataModule):
             check_labels(labels, self.num_classes, f"{self.name} {split} split")
         self.class_weights = class_weights(self.class_weights_setting, raw["train"][1], self.num_classes)
         if self.normalization is None:
-            train = raw["train"][0].float().div_(255)
-            self.normalization = {
-                "mean": train.mean(dim=(0, 2, 3)).tolist(),
-                "std": train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
-            }
+            self.normalization = channel_statistics(raw["train"][0])
         mean, std = (torch.tensor(self.normalization[k]) for k in ("mean", "std"))
         self.splits = {
             split: TensorImages(x, y, mean, std, self.augment if split == "train" else None)
@@ -135,15 +147,7 @@ class InMemoryImageData(L.LightningDataModule):
         return images[kept], labels[kept]
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        sampler = None
-        if not shuffle and dist.is_available() and dist.is_initialized():
-            # Under DDP each rank evaluates its share and every image counts once (the DistributedSampler
-            # Lightning puts in otherwise repeats a few images to give the ranks equal shares).
-            sampler = UnrepeatedDistributedSampler(self.splits[split], shuffle=False)
-        dataset = self.splits[split]
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_whole_batch
-        )
+        return batch_loader(self.splits[split], self.batch_size, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
