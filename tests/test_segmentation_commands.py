@@ -110,3 +110,30 @@ def test_viz_draws_a_unets_feature_maps_and_refuses_the_class_score_modes(unet_r
         refused = cnncli_here("viz", mode, f"ckpt_path={ckpt}", f"image={folder / 's0.png'}", cwd=tmp_path)
         assert refused.returncode == 1
         assert refused.stderr.strip().splitlines()[-1].endswith("viz featuremaps and viz filters fit it")
+
+
+def test_torchscript_and_torch_export_of_a_unet_verify(unet_run, tmp_path):
+    ckpt = unet_run / "checkpoints" / "best.ckpt"
+    for fmt, suffix in (("torchscript", ".ts"), ("exported_program", ".pt2")):
+        out = tmp_path / f"unet{suffix}"
+        result = cnncli_here("export", f"ckpt_path={ckpt}", f"format={fmt}", f"out={out}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        verify = json.loads(out.with_name(f"{out.name}.verify.json").read_text())
+        assert verify["verified"] and verify["metadata"]["task"] == "segmentation", fmt
+        assert verify["inputs"]["test"]["top1_agreement"] > 0.999, fmt
+
+
+def test_leaderboard_and_compare_show_mean_iou_for_segmentation_runs(unet_run, tmp_path):
+    import shutil
+
+    shutil.copytree(unet_run, tmp_path / "runs" / "unet")
+    result = cnncli_here("leaderboard", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "runs" / "leaderboard.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    summary = json.loads((unet_run / "summary.json").read_text())
+    assert float(row["test_miou"]) == pytest.approx(summary["test"]["test/miou"])
+    assert float(row["best_val_miou"]) == pytest.approx(max(r["val/miou"] for r in summary["history"]))
+    assert "test_acc1" not in row  # no classifier among the runs: no top-1 columns
+    result = cnncli_here("compare", str(tmp_path / "runs"), f"out={tmp_path / 'c.png'}", cwd=tmp_path)
+    assert result.returncode == 0 and "val mIoU" in result.stdout and (tmp_path / "c.png").is_file()
