@@ -75,7 +75,7 @@ def _masks_figure(plt, images, masks, datamodule, cfg):
     colours = colour_masks(masks, datamodule.palette, datamodule.ignore_index).numpy()
     columns = min(4, len(images))  # pairs: image | overlay
     rows = math.ceil(len(images) / columns)
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.2 * columns, 1.8 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.2 * columns, 2.0 * rows + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (image, colour, mask) in enumerate(zip(images, colours, masks)):
@@ -92,7 +92,7 @@ def _masks_figure(plt, images, masks, datamodule, cfg):
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(f"{cfg.data.name} with masks, augmentation={cfg.augmentation.name}, {cfg.data.image_size}px",
                  fontsize=10)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.5 / (1.8 * rows + 0.6), 1, 1))
+    fig.tight_layout(rect=(0, 0.5 / (2.0 * rows + 0.6), 1, 1))
     return fig
 
 

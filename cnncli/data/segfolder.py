@@ -102,12 +102,14 @@ class SegFolderData(InMemorySegmentationData):
         images = np.empty((len(pairs), self.channels, size, size), np.uint8)
         masks = np.empty((len(pairs), size, size), np.uint8)
         for i, (image_path, mask_path) in enumerate(pairs):
-            picture = load_image(str(image_path), mode, size)  # full size: its mask is compared with it
+            picture = load_image(str(image_path), mode, size)  # a JPEG may be decoded at a smaller scale
+            with Image.open(image_path) as header:  # so the file's own size, to compare the mask with
+                width, height = header.size
             mask = self._mask(mask_path)
-            if mask.size != picture.size:
+            if mask.size != (width, height):
                 raise UserError(
                     f"{mask_path}: the mask is {mask.size[0]}x{mask.size[1]} pixels, its image {image_path} "
-                    f"{picture.size[0]}x{picture.size[1]}"
+                    f"{width}x{height}"
                 )
             array = np.asarray(fit(picture, size, "stretch"), np.uint8)
             images[i] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

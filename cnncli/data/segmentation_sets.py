@@ -29,11 +29,13 @@ VOC_CLASSES = [
 
 
 class TorchvisionSegmentation(InMemorySegmentationData):
-    """A torchvision segmentation set: a subclass names its `title`, `folder()`, `source` (for the offline
-    message), how to make torchvision's data set of a split (`dataset`) and maps a mask's values (`ids`)."""
+    """A torchvision segmentation set: a subclass names its `title`, `folder()`, the files torchvision reads
+    there (`expected`), `source` (for the offline message), how to make torchvision's data set of a split
+    (`dataset`) and maps a mask's values (`ids`)."""
 
     title = ""
     source = ""
+    expected: tuple[str, ...] = ()  # relative to folder()
     split_names = {"train": "", "test": ""}  # cnncli's split -> torchvision's
 
     def __init__(self, root: str = "data", download: bool = True, val_fraction: float = 0.1, split_seed: int = 0,
@@ -51,23 +53,38 @@ class TorchvisionSegmentation(InMemorySegmentationData):
     def ids(self, mask: np.ndarray) -> np.ndarray:
         return mask
 
+    def missing(self) -> list[str]:
+        """The files and folders of `expected` not in `folder()`."""
+        return [name for name in self.expected if not (self.folder() / name).exists()]
+
+    def not_found(self, missing: list[str], why: str) -> str:
+        return (
+            f"{self.title} files not found in {self.folder().resolve()}: {', '.join(missing)} ({why}). "
+            f"{self.source}; or set data.root to the folder that holds them"
+        )
+
+    def ensure_files(self) -> None:
+        """As TorchvisionData.ensure_files: files in place are used; missing ones downloaded, or one line."""
+        missing = self.missing()
+        if not missing:
+            return
+        if not self.download:
+            raise UserError(self.not_found(missing, "data.download=false"))
+        try:
+            self.dataset(self.split_names["train"], download=True)  # the archives hold every split
+        except DOWNLOAD_ERRORS as e:
+            raise UserError(self.not_found(missing, f"download failed: {_reason(e)}")) from None
+        if self.missing():
+            raise UserError(self.not_found(self.missing(), "still missing after the download"))
+
     def _open(self, split: str):
         try:
             return self.dataset(split, download=False)
-        except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-            pass
-        why = "data.download=false"
-        if self.download:
-            try:
-                return self.dataset(split, download=True)
-            except DOWNLOAD_ERRORS as e:
-                why = f"download failed: {_reason(e)}"
-        raise UserError(
-            f"{self.title} files not found in {self.folder().resolve()} ({why}). {self.source}; or set data.root "
-            "to the folder that holds them"
-        )
+        except READ_ERRORS as e:  # a damaged split list
+            raise UserError(f"{self.folder().resolve()}: cannot read the {self.title} {split} list: {e}") from None
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        self.ensure_files()
         loaded = {split: self._read(self._open(theirs), split) for split, theirs in self.split_names.items()}
         images, masks = loaded["train"]
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
@@ -95,9 +112,10 @@ class PetsData(TorchvisionSegmentation):
     title = "Oxford-IIIT Pet"
     default_names = ["background", "pet"]
     split_names = {"train": "trainval", "test": "test"}
+    expected = ("images", "annotations/trimaps", "annotations/trainval.txt", "annotations/test.txt")
     source = (
-        "Fetch https://thor.robots.ox.ac.uk/pets/images.tar.gz and annotations.tar.gz and unpack both into "
-        "<root>/oxford-iiit-pet/"
+        "Fetch https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz and annotations.tar.gz (the "
+        "URLs torchvision downloads) and unpack both into <root>/oxford-iiit-pet/"
     )
 
     def folder(self) -> Path:
@@ -117,9 +135,10 @@ class VOCData(TorchvisionSegmentation):
     title = "PASCAL VOC 2012"
     default_names = VOC_CLASSES
     split_names = {"train": "train", "test": "val"}
+    expected = ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt")
     source = (
-        "Fetch http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar and unpack it into "
-        "<root>/ (it makes VOCdevkit/VOC2012/)"
+        "Fetch https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar (the URL torchvision "
+        "downloads) and unpack it into <root>/ (it makes VOCdevkit/VOC2012/)"
     )
 
     def folder(self) -> Path:
