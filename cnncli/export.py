@@ -3,7 +3,9 @@
 The exported file is checked before it gets its name: it is written to a hidden temporary file beside the
 target, reloaded the way a consumer reloads it (onnxruntime for ONNX; for TorchScript and .pt2 a fresh
 Python process that never imports cnncli) and run on real test-split images and on random inputs. Its
-logits are compared with the checkpoint model's in PyTorch. Within `atol` it is renamed to `out`; beyond
+logits are compared with the checkpoint model's in PyTorch (a segmentation network's: its score maps, and
+the pixels' argmax classes, its masks), at the verification batch and at batch 1 when the batch is
+dynamic. Within `atol` and `min_top1_agreement` it is renamed to `out`; beyond
 it, to `<stem>.unverified<suffix>`, and the command fails (exit 1). Either way `<file>.verify.json`
 records the comparison.
 
@@ -55,8 +57,11 @@ def config_sha256(config: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def export_metadata(checkpoint: Checkpoint, fmt: str, dynamic_batch: bool, batch_size: int) -> dict:
-    """What a consumer needs to feed the file and read its output, stored inside it."""
+def export_metadata(
+    checkpoint: Checkpoint, fmt: str, dynamic_batch: bool, batch_size: int, output_size: list[int] | None = None
+) -> dict:
+    """What a consumer needs to feed the file and read its output, stored inside it. `output_size`: a
+    segmentation network's score map [H', W'] (the paper U-Net's is smaller than its input)."""
     pre = checkpoint.preprocessing
     channels, size = pre.channels, pre.image_size
     segmentation = checkpoint.task == "segmentation"
@@ -80,7 +85,11 @@ def export_metadata(checkpoint: Checkpoint, fmt: str, dynamic_batch: bool, batch
             if segmentation
             else "logits, one per class (softmax for probabilities)"
         ),
-        **({"palette": checkpoint.palette, "ignore_index": checkpoint.ignore_index} if segmentation else {}),
+        **(
+            {"palette": checkpoint.palette, "ignore_index": checkpoint.ignore_index, "output_size": output_size}
+            if segmentation
+            else {}
+        ),
         "mean": pre.mean,
         "std": pre.std,
         "cnncli_version": __version__,
@@ -175,9 +184,11 @@ def _export_onnx(model, path: Path, example, text: str, opset, dynamic_batch: bo
 
 
 def metadata_summary(metadata: dict) -> str:
-    c, (h, w) = metadata["channels"], metadata["image_size"]
-    maps = " (a mask: a score map per class)" if metadata.get("task") == "segmentation" else ""
-    return f"{metadata['model']}: {h}x{w}x{c} -> {metadata['num_classes']} classes{maps}"
+    c, (h, w), k = metadata["channels"], metadata["image_size"], metadata["num_classes"]
+    if metadata.get("task") == "segmentation":
+        oh, ow = metadata["output_size"]
+        return f"{metadata['model']}: {h}x{w}x{c} -> {oh}x{ow}x{k}, a score map per class (argmax: the mask)"
+    return f"{metadata['model']}: {h}x{w}x{c} -> {k} classes"
 
 
 # ------------------------------------------------------------------------------------------ the runners
@@ -373,11 +384,12 @@ def export(cfg: DictConfig) -> dict:
 
     dynamic = bool(cfg.dynamic_batch)
     fixed_batch = int(cfg.batch_size)
-    metadata = export_metadata(checkpoint, fmt, dynamic, fixed_batch)
     inputs = verification_inputs(checkpoint, cfg.test_images, int(cfg.random_images), cfg.trust_model_code)
     batches = {"test": TEST_BATCH, "random": 1} if dynamic else dict.fromkeys(inputs, fixed_batch)
     example = inputs["random"][:1].expand(EXAMPLE_BATCH if dynamic else fixed_batch, -1, -1, -1).contiguous()
     reference = run_pytorch(model, inputs, batches, fixed=not dynamic)
+    output_size = list(reference["random"].shape[2:]) or None  # a score map's [H', W']; none for class scores
+    metadata = export_metadata(checkpoint, fmt, dynamic, fixed_batch, output_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
@@ -438,6 +450,12 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
+def agreement_label(metadata: dict) -> str:
+    """What top1_agreement counts: images whose top class agrees, or a segmentation's pixels whose argmax
+    (mask) class agrees."""
+    return "argmax mask agreement of the pixels" if metadata["task"] == "segmentation" else "top-1 agreement"
+
+
 def _problems(results: dict, read_back, metadata: dict, error, cfg: DictConfig) -> list[str]:
     if error:
         return [error]
@@ -447,7 +465,7 @@ def _problems(results: dict, read_back, metadata: dict, error, cfg: DictConfig) 
             problems.append(f"{key} inputs: max |logit difference| {r['max_abs_diff']:.3g} > atol={cfg.atol:g}")
     if "test" in results and results["test"]["top1_agreement"] < cfg.min_top1_agreement:
         problems.append(
-            f"test images: top-1 agreement {results['test']['top1_agreement']:.4f} "
+            f"test images: {agreement_label(metadata)} {results['test']['top1_agreement']:.4f} "
             f"< min_top1_agreement={cfg.min_top1_agreement:g}"
         )
     if read_back != metadata:
@@ -458,7 +476,8 @@ def _problems(results: dict, read_back, metadata: dict, error, cfg: DictConfig) 
 def _print(report: dict, verify_json: Path) -> None:
     console = Console()
     table = Table(title=f"{report['format']} export vs PyTorch (atol {report['atol']:g})")
-    for column in ("inputs", "samples", "batch", "max |Δ logit|", "top-1 agree", "within atol"):
+    agree = "mask agree (pixels)" if report["metadata"]["task"] == "segmentation" else "top-1 agree"
+    for column in ("inputs", "samples", "batch", "max |Δ logit|", agree, "within atol"):
         table.add_column(column, justify="right")
     labels = {"test": "test images", "random": "random N(0,1)"}
     for key, r in report["inputs"].items():

@@ -1,7 +1,8 @@
 """How `cnncli viz` draws what a trained network computes (the command and its options: cnncli/commands/viz.py).
 
-  featuremaps  the activations of a layer for one image (captum LayerActivation); default: every conv and
-               pooling layer in turn, one grid each, titled with the layer's name and output shape.
+  featuremaps  the activations of a layer for one image (captum LayerActivation); default: every conv,
+               up-convolution (U-Net's ConvTranspose2d) and pooling layer in turn, one grid each, titled with
+               the layer's name and output shape.
   filters      the first conv layer's kernels as images; and for `layer` (default: the last conv layer) the
                input that maximizes each filter's mean activation, by gradient ascent from a blank or noisy
                image with L2 and total-variation penalties (written here: captum has no feature visualization).
@@ -13,6 +14,8 @@
   occlusion    the occlusion sensitivity of Zeiler & Fergus (captum Occlusion): a patch of the training set's
                mean grey slides over the image; each pixel shows the probability of the class with the patch
                over it (averaged over the patch positions that cover it). The map is also saved as .npy.
+cam and occlusion explain one class score of the whole image: a segmentation checkpoint (a score map per
+class) is refused in one line naming featuremaps and filters, which fit it.
 
 The image is read and converted (channels, size, the run's normalization) exactly as `cnncli predict` does.
 Each file's name carries what decides its picture, so that no output replaces another: the mode, the
@@ -38,7 +41,7 @@ from cnncli.models.lenet import SparseConv2d, Subsampling
 from cnncli.plots import plot_image_grid, plt
 from cnncli.runs import run_folder
 
-CONV = (nn.Conv2d, SparseConv2d)
+CONV = (nn.Conv2d, nn.ConvTranspose2d, SparseConv2d)  # ConvTranspose2d: U-Net's up-convolutions
 POOL = (nn.MaxPool2d, nn.AvgPool2d, Subsampling)
 # pools that only fit the maps to the classifier's input size; not the maps a CAM should weight
 ADAPTIVE_POOL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)

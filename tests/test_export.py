@@ -2,8 +2,10 @@
 without cnncli, their embedded metadata, verification failures, errors, and an export sweep of the zoo.
 
 The zoo sweep runs in two worker processes (this file run as a script), one model at a time each, so that
-it takes about half the time on two cores: about 75 s for all 23 models. CNNCLI_TEST_ZOO_SUBSET=1 sweeps
-only one model per architecture code path (12 models, about 30 s), not the deeper variants of the same code.
+it takes about half the time on two cores: about 75 s for the 23 classifiers, plus about 20 s for the two
+torchvision segmentation models (their COST; 215 s measured for all 26 on a busy machine).
+CNNCLI_TEST_ZOO_SUBSET=1 sweeps only one model per architecture code path (14 models), not the deeper variants
+of the same code.
 """
 
 import hashlib
@@ -303,6 +305,83 @@ def test_onnx_is_imported_only_by_export():
     assert result.stdout.strip() == "[]", result.stderr[-2000:]
 
 
+# ------------------------------------------------------------------------------------ a segmentation run
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tmp_path_factory) -> Path:
+    """A one-epoch paper-variant U-Net on 44x44 shapes (5 s): valid convolutions, so its score maps (4x4) are
+    smaller than its input, which the export must say. Its best checkpoint."""
+    cwd = tmp_path_factory.mktemp("tiny_unet")
+    result = cnncli(
+        "train", "model=unet", "model.variant=paper", "model.base_channels=4", "model.depth=2", "data.train_size=32",
+        "data.val_size=8", "data.test_size=8", "data.image_size=44", "trainer.max_epochs=1",
+        f"hydra.run.dir={cwd / 'run'}", cwd=cwd,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return cwd / "run" / "checkpoints" / "best.ckpt"
+
+
+def test_a_unet_exports_with_its_task_palette_and_output_size(tiny_unet, tmp_path):
+    """ONNX at a fixed batch of 3 (the 8 test images: the last batch padded) and TorchScript with a free
+    batch verify: the score maps within atol and every test pixel's argmax class (the mask) the same; the
+    metadata read back from the ONNX file itself has what predict reads (task, palette, output size ...)."""
+    import onnx
+
+    from cnncli.checkpoint import Checkpoint
+
+    onnx_file, ts_file = tmp_path / "unet.onnx", tmp_path / "unet.ts"
+    result = cnncli_here("export", f"ckpt_path={tiny_unet}", "dynamic_batch=false", "batch_size=3",
+                         f"out={onnx_file}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "44x44x3 -> 4x4x4, a score map per class" in result.stdout and "mask agree" in result.stdout
+    metadata = json.loads({p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}["cnncli"])
+    checkpoint = Checkpoint(tiny_unet)
+    assert metadata["task"] == "segmentation" and metadata["palette"] == checkpoint.palette
+    assert metadata["palette"][:2] == [[0, 0, 0], [128, 0, 0]] and len(metadata["palette"]) == 4
+    assert metadata["class_names"] == ["background", "circle", "square", "triangle"] and metadata["num_classes"] == 4
+    assert (metadata["ignore_index"], metadata["output_size"], metadata["image_size"]) == (255, [4, 4], [44, 44])
+    assert (metadata["channels"], metadata["input_shape"]) == (3, [3, 3, 44, 44])
+    assert (metadata["mean"], metadata["std"]) == (checkpoint.preprocessing.mean, checkpoint.preprocessing.std)
+    assert metadata["resize"] == checkpoint.preprocessing.resize
+    result = cnncli_here("export", f"ckpt_path={tiny_unet}", "format=torchscript", f"out={ts_file}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for file, batch in ((onnx_file, 3), (ts_file, 64)):
+        report = json.loads(Path(f"{file}.verify.json").read_text())
+        assert report["verified"] and report["problems"] == [], file
+        test = report["inputs"]["test"]
+        assert (test["samples"], test["batch"]) == (8, batch), file
+        assert test["max_abs_diff"] <= 1e-4 and test["top1_agreement"] == 1.0, file  # of the 8 x 4 x 4 pixels
+    assert report["dynamic_batch"] and report["inputs"]["random"]["batch"] == 1  # the free batch, at 64 and 1
+    assert report["metadata"] == {**metadata, "format": "torchscript", "input_shape": ["batch", 3, 44, 44]}
+
+
+def test_a_unet_whose_masks_differ_fails_verification(tiny_unet, tmp_path, monkeypatch):
+    """Score maps with the classes rotated (every pixel's class changes): beyond atol, and the masks' pixel
+    agreement is named."""
+    from hydra import compose, initialize_config_dir
+
+    from cnncli import config_dir
+    from cnncli import export as command
+    from cnncli.errors import UserError
+
+    run_exported = command.run_exported
+
+    def swapped(*args, **kwargs):
+        maps, metadata = run_exported(*args, **kwargs)
+        return {key: value.roll(1, dims=1) for key, value in maps.items()}, metadata
+
+    monkeypatch.setattr(command, "run_exported", swapped)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("export", overrides=[f"ckpt_path={tiny_unet}", "format=torchscript", f"out={tmp_path}/"])
+    with pytest.raises(UserError, match="failed verification"):
+        command.export(cfg)
+    report = json.loads((tmp_path / "model.unverified.ts.verify.json").read_text())
+    assert report["verified"] is False and not (tmp_path / "model.ts").exists()
+    assert report["inputs"]["test"]["top1_agreement"] == 0.0
+    assert "test images: argmax mask agreement of the pixels 0.0000 < min_top1_agreement=0.99" in report["problems"]
+
+
 # ------------------------------------------------------------------------------------------ the zoo sweep
 
 from cnncli import config_dir  # noqa: E402
@@ -324,6 +403,8 @@ REPRESENTATIVES = {
     "resnet50",
     "resnet20",
     "convnext_tiny",
+    "unet",  # segmentation: score maps [N, K, H, W]
+    "fcn_resnet50",  # torchvision's segmentation models (deeplabv3_resnet50: the same wrapper)
 }
 SWEPT = sorted(REPRESENTATIVES) if os.environ.get("CNNCLI_TEST_ZOO_SUBSET") == "1" else MODELS
 # Export cost in seconds (2-core CPU): the workers take the models dearest first.

@@ -344,3 +344,20 @@ def test_cli_unet_is_the_papers_network_with_its_up_convolution_and_crop_sizes(c
     assert not any(row["size_note"].startswith("crop") for row in same["rows"])
     up = next(row for row in same["rows"] if row["name"] == "up.0.up")
     assert up["size_note"] == "(36-1)x2-2x0+2 = 72" and up["output_shape"] == [512, 72, 72]
+
+
+def test_unet_data_options_without_data_change_the_papers_input(tmp_path):
+    """`data.image_size=576` without `data=` (the padded variant takes multiples of 16): the paper's network
+    at that side, as the size error's hint says, not the shapes data's 48x48."""
+    from conftest import cnncli_here
+
+    args = ("params", "model=unet", "model.variant=same", "format=json")
+    result = cnncli_here(*args, "data.image_size=576", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = json.loads(result.stdout)
+    assert (info["input"]["height"], info["input"]["channels"], info["num_classes"]) == (576, 1, 2)
+    assert info["input"]["from"] == "native, data.image_size=576: the paper's network (base_channels=64, depth=4, " \
+        "batch_norm=False)"  # fmt: skip
+    assert info["totals"]["params"] == 31_030_658
+    result = cnncli_here(*args, cwd=tmp_path)  # 572 is no multiple of 16: one line with the hint
+    assert result.returncode == 2 and result.stderr.strip().endswith("got 572 (set data.image_size)")

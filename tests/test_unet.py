@@ -30,6 +30,8 @@ def test_exercise_2_each_input_pixel_adds_the_kernel_scaled_by_it():
     for (i, j), value in zip([(0, 0), (0, 1), (1, 0), (1, 1)], [2, 1, 4, 4]):
         by_hand[i : i + 3, j : j + 3] += value * torch.tensor(kernel, dtype=torch.float32)
     assert by_hand.tolist() == expected
+    # ConvTranspose2d places the kernel as it is, unflipped, as the hand method does: flipped, it differs
+    assert transposed([[2, 1], [4, 4]], torch.tensor(kernel).flip(0, 1).tolist(), stride=1) != expected
 
 
 def test_output_side_is_in_minus_1_times_stride_minus_2_pad_plus_kernel():
@@ -62,6 +64,20 @@ def test_the_same_variant_keeps_the_size_and_both_refuse_sizes_they_cannot_take(
         unet(variant="valid")
     with pytest.raises(ConfigError, match="depth"):
         unet(depth=0)
+
+
+def test_cnncli_train_refuses_a_size_the_unet_cannot_take_in_one_line(tmp_path):
+    from conftest import cnncli_here
+
+    for options, message in (
+        (["data.image_size=50"], "unet variant=same depth=3 takes an input side that is a multiple of 8; got 50"),
+        (["model.variant=paper", "data.image_size=200"], "unet variant=paper depth=3 takes an input side that is "
+         "one of 92, 100, 108, 116, ... 1020 (8k apart); got 200"),
+    ):  # fmt: skip
+        result = cnncli_here("train", "model=unet", *options, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr == f"error: model.image_size: {message} (set data.image_size)\n"
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def test_batch_norm_replaces_the_convolutions_bias():

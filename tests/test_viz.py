@@ -265,3 +265,32 @@ def test_out_below_a_file_is_one_line(short_run, three, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: out={out}: {tmp_path / 'notes.txt'} is a file, not a folder"
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_a_unet_shows_its_up_convolutions_and_filters_and_refuses_cam(unet_run, tmp_path):
+    """`cnncli viz featuremaps` of the shapes U-Net without layer=: its up-convolutions among the maps;
+    filters: its first kernels and the inputs that maximize its class score maps; cam: one line naming those
+    two, and nothing written."""
+    from cnncli.data.shapes import draw
+
+    ckpt = unet_run / "checkpoints" / "best.ckpt"
+    image, _ = draw(np.random.default_rng(5), 48, 3)
+    Image.fromarray(image.transpose(1, 2, 0)).save(tmp_path / "shape.png")
+    result = cnncli_here("viz", "featuremaps", f"ckpt_path={ckpt}", f"image={tmp_path / 'shape.png'}", "max_maps=8",
+                         f"out={tmp_path / 'maps'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    # depth 3: three up-convolutions (64, 32, 16 maps: the first 8 drawn), and the head's 4 class score maps
+    assert {f"featuremaps_shape_up.{i}.up_first8.png" for i in range(3)} <= set(names)
+    assert "featuremaps_shape_head.png" in names and "featuremaps_shape_down.0.0_first8.png" in names
+    result = cnncli_here("viz", "filters", f"ckpt_path={ckpt}", "ascent.steps=5", f"out={tmp_path / 'filters'}",
+                         cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "head: mean activation of its 4 filters" in result.stdout  # one per class
+    assert sorted(p.name for p in (tmp_path / "filters").iterdir()) == [
+        "filters_head_maximized_steps5.png", "filters_stem.0.png"]  # fmt: skip
+    result = cnncli_here("viz", "cam", f"ckpt_path={ckpt}", f"image={tmp_path / 'shape.png'}",
+                         f"out={tmp_path / 'cam'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: viz cam explains a classifier's score of one class for the whole image")
+    assert result.stderr.strip().endswith("viz featuremaps and viz filters fit it") and not (tmp_path / "cam").exists()

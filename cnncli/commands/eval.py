@@ -15,7 +15,7 @@ from cnncli import config_dir
 from cnncli.config import call_target, check_number
 from cnncli.errors import UserError, check_output_folder, reports_user_errors, require
 from cnncli.runs import run_folder
-from cnncli.tasks import check_checkpoint_task
+from cnncli.tasks import check_checkpoint_task, task_of
 
 
 def predict(model, loader) -> tuple:
@@ -31,6 +31,7 @@ def predict(model, loader) -> tuple:
 def evaluate(cfg: DictConfig) -> dict:
     require(cfg, "ckpt_path", "PATH (a checkpoint, such as RUN_FOLDER/checkpoints/best.ckpt)")
     check_number(cfg, "errors", 0, integer=True)
+    check_number(cfg, "masks", 0, integer=True)
     if cfg.out:
         check_output_folder("out", cfg.out)
     import torch.nn.functional as F
@@ -46,6 +47,9 @@ def evaluate(cfg: DictConfig) -> dict:
     from cnncli.plots import plot_confusion_matrix
 
     checkpoint = Checkpoint(cfg.ckpt_path)
+    if cfg.get("data"):  # the data config's task (`data.task`), refused before the network or data is built
+        task = task_of(cfg)
+        check_checkpoint_task(cfg.ckpt_path, checkpoint.task, task, f"data={cfg.data.get('name')} is a {task} data set")
     model = checkpoint.network(trust_code=cfg.trust_model_code)
     pre = checkpoint.preprocessing
     if cfg.get("data"):  # the user's data config: other data, converted to what the network was trained on
@@ -54,8 +58,6 @@ def evaluate(cfg: DictConfig) -> dict:
             {"channels": pre.channels, "image_size": pre.image_size, "normalization": checkpoint.normalization},
         )
         datamodule, data_name = call_target("data", data_cfg), cfg.data.get("name")
-        task = getattr(datamodule, "task", "classification")  # the data's task, before its class count
-        check_checkpoint_task(cfg.ckpt_path, checkpoint.task, task, f"data={data_name} is a {task} data set")
         if datamodule.num_classes != checkpoint.num_classes:  # an image folder's: its class folders
             raise UserError(
                 f"data {data_name!r} has {datamodule.num_classes} classes; "

@@ -8,8 +8,11 @@ small one at a small input is counted on the CPU instead: CPU_MAX_PARAMS).
 Input: without `data=`, the model's native input and class count, the defaults its builder declares
 (`image_size`, `in_channels`, `num_classes`; 3x224x224 and 1000 for a builder that declares none), and
 for a model whose config trains another network than its paper's by default (U-Net), the paper's options
-(its card's `paper_options`; a `model.KEY=` on the command line still wins);
-with `data=NAME` the model is shaped for that data set; `input_size=N` overrides the side either way.
+(its card's `paper_options`; a `model.KEY=` on the command line still wins): the input line then reads
+"native: the paper's network (variant=paper, ...)". For a model config that brings its own data (unet's),
+`data.image_size=N`, `data.channels=C` or `data.num_classes=K` without `data=` change that native input,
+as its size errors suggest. With `data=NAME` the model is shaped for that data set, as `cnncli train`
+builds it; `input_size=N` overrides the side either way.
 Several models: `model=a,b,c` is read here, before Hydra (for which a comma list is a -m sweep), and
 each model is composed with Hydra's compose API and the same other overrides. With -m Hydra sweeps
 instead and prints one full table per model.
@@ -35,6 +38,7 @@ from cnncli.errors import ConfigError, UserError, check_choice, reports_user_err
 
 FORMATS = ("table", "markdown", "csv", "json")
 DEFAULT_NATIVE = {"channels": 3, "image_size": 224, "num_classes": 1000}
+NATIVE_KEYS = tuple(DEFAULT_NATIVE)  # the data keys a native input has (data.KEY=V sets one)
 
 MACS_COUNTED = (
     "conv/linear multiply-accumulates for one image (grouped/depthwise convs, and linear layers applied at "
@@ -106,11 +110,14 @@ def summarize(cfg: DictConfig, name: str, overrides: list[str] = ()) -> dict:
     target = str(cfg.model.get("_target_"))
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     with open_dict(cfg):
+        # data.image_size=N (channels, num_classes) without data=: the native input with that value
+        given = {k: cfg.data[k] for k in NATIVE_KEYS if f"data.{k}" in keys and cfg.get("data") is not None}
         if "data" not in keys:
             cfg.data = None
         source = f"data={cfg.data.get('name', '?')}" if cfg.get("data") is not None else "native"
         if cfg.get("data") is None:
-            cfg.data = {"name": "native", **native_input(target)}
+            cfg.data = {"name": "native", **native_input(target), **given}
+            source += "".join(f", data.{k}={v}" for k, v in given.items())
             paper = paper_options(target, keys)
             if paper:
                 cfg.model.update(paper)

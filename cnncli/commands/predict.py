@@ -124,7 +124,7 @@ def predict(cfg: DictConfig) -> list[dict]:
         for path, p in zip(readable[start : start + cfg.batch_size], probabilities.tolist()):
             top = sorted(range(len(p)), key=lambda c: -p[c])[:k]  # stable: ties keep the class order
             rows.append({"path": str(path), "top": [(model.class_names[c], p[c]) for c in top]})
-    _print(rows, failures)
+    _print(rows)
     if cfg.output:
         with open(cfg.output, "w", newline="") as f:
             writer = csv.writer(f)
@@ -137,6 +137,10 @@ def predict(cfg: DictConfig) -> list[dict]:
 
 
 def _finish(cfg: DictConfig, failures: list, files: list, rows: list[dict]) -> list[dict]:
+    """The files that could not be read, listed (both tasks), then one error line and exit 1."""
+    console = Console(soft_wrap=True)
+    for _, reason in failures:
+        console.print(f"[red]not predicted[/red] {reason}", highlight=False)
     if failures:
         print(f"error: {len(failures)} of {len(files)} files could not be read (listed above)", file=sys.stderr)
         sys.exit(1)
@@ -152,6 +156,14 @@ def segment(cfg: DictConfig, model, pictures: list, paths: list[Path], mean, std
     out = Path(cfg.masks_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"masks_dir={out}: is a file, not a folder")
+    named = {}  # a folder is searched recursively: two images of one stem would write one mask, refused first
+    for path in paths:
+        first = named.setdefault(path.stem, path)
+        if first.resolve() != path.resolve():
+            raise UserError(
+                f"{first} and {path} would both be written as {out / path.stem}_mask.png: predict them in "
+                "separate runs (another masks_dir) or rename one"
+            )
     out.mkdir(parents=True, exist_ok=True)
     palette = np.array(model.palette, dtype=np.uint8)
     flat_palette = palette.flatten().tolist() + [255] * (768 - palette.size)  # PIL's 256-colour table
@@ -199,7 +211,7 @@ def segment(cfg: DictConfig, model, pictures: list, paths: list[Path], mean, std
 OVERLAY_ALPHA = 0.5  # the mask's share of an overlay pixel
 
 
-def _print(rows: list[dict], failures: list[tuple[Path, str]]) -> None:
+def _print(rows: list[dict]) -> None:
     console = Console(soft_wrap=True)  # paths printed whole, never wrapped
     for row in rows:
         console.print(row["path"], highlight=False)
@@ -210,8 +222,6 @@ def _print(rows: list[dict], failures: list[tuple[Path, str]]) -> None:
         for rank, (name, p) in enumerate(row["top"], 1):
             table.add_row(str(rank), name, f"{p:.4f}")
         console.print(table)
-    for _, reason in failures:
-        console.print(f"[red]not predicted[/red] {reason}", highlight=False)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")

@@ -13,10 +13,11 @@ from cnncli.config import check_number
 from cnncli.errors import UserError, check_choice, check_output_folder, reports_user_errors
 
 MODES = {
-    "featuremaps": "the activation maps of layer=NAME (default: every conv and pooling layer) for image=FILE",
+    "featuremaps": "the activation maps of layer=NAME (default: every conv, up-conv and pooling layer) for image=FILE",
     "filters": "the first conv layer's kernels, and the input that maximizes each filter of layer=NAME",
-    "cam": "CAM (global-average-pooling models) or Grad-CAM of the predicted class (or target=CLASS) on image=FILE",
-    "occlusion": "the class probability as a grey patch slides over image=FILE (Zeiler & Fergus)",
+    "cam": "a classifier's CAM (global-average-pooling models) or Grad-CAM of the predicted class (or target=CLASS) "
+    "on image=FILE",
+    "occlusion": "a classifier's class probability as a grey patch slides over image=FILE (Zeiler & Fergus)",
 }
 
 
