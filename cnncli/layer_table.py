@@ -11,19 +11,27 @@ What is counted as a MAC (multiply-accumulate, for one image; FLOPs = 2 x MACs):
 - Conv: Cout * H_out * W_out * (Cin / groups) * kh * kw (grouped and depthwise included; bias adds not).
 - Linear: in * out * every leading dimension of its output except the batch, so a Linear applied at each
   position of an [N, H, W, C] tensor (ConvNeXt's pointwise layers) counts H * W times.
-- Other leaf modules: the conv/matmul work torch's own flop formulas see inside them (a custom sparse conv,
-  attention); matmuls written in a block's own forward belong to no leaf and are reported as a total.
+- Other leaf modules: the conv/matmul work torch's own flop formulas see inside them (a custom sparse conv).
+- A layer whose weight a block uses directly (`F.linear(x, self.qkv.weight)` in Swin's window attention,
+  the in- and out-projections of nn.MultiheadAttention) counts as if it had been called: its row gets the
+  call, output shape and MACs.
+- Attention: the matmuls between activations in a block's own forward (q k^T and the attention weights
+  times v; scaled_dot_product_attention inside nn.MultiheadAttention) get a row of their own under the
+  block, `<block> (attention)`, with their MAC formula: 2*197*197*768 in a ViT-B/16 block (2 x tokens^2 x d).
+  Other conv/matmul work in a block's own code belongs to no row and is reported as a total.
 - Excluded everywhere: pooling, activations, normalization, layer scale, residual adds, softmax.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -50,6 +58,7 @@ class Row:
     folded: int = 0  # layers with parameters folded into this row by `depth`
     shared_with: str = ""  # the first name of a module registered under several (its parameters are counted there)
     size_note: str = ""  # how the output side comes: a transposed conv's (in-1)xstride-2xpad+kernel, U-Net's crop
+    macs_formula: str = ""  # arithmetic that evaluates to `macs`, where the course writes it (attention: 2*L*L*d)
 
 
 @dataclass
@@ -98,6 +107,9 @@ def param_formula(module: nn.Module) -> str:
         else:  # weight [Cout, Cin/groups, k...]
             text = f"({kernel}*{module.in_channels // module.groups})*{cout}"
         return text + (f"+{cout}" if bias else "")
+    if isinstance(module, nn.MultiheadAttention) and set(own) == {"in_proj_weight", "in_proj_bias"}:
+        d = module.embed_dim  # q, k and v: three d x d projections with their biases
+        return f"3*({d}*{d}+{d})"
     if isinstance(module, nn.Linear) and set(own) <= {"weight", "bias"}:
         return f"{module.in_features}*{module.out_features}" + (f"+{module.out_features}" if bias else "")
     if isinstance(module, _NORMS) and set(own) <= {"weight", "bias"}:
@@ -281,6 +293,116 @@ class _Record:
     activation_bytes: int = 0
     call_shapes: list = field(default_factory=list)  # (shape, nhwc, macs) of each call, in order
     input_shape: list[int] | None = None  # of the first call's first input
+    weight_macs: int = 0  # a block's own weights used directly (nn.MultiheadAttention's q, k, v projections)
+    attention_macs: int = 0  # matmuls between activations in the block's own forward (q k^T, weights x v)
+    attention_terms: list = field(default_factory=list)  # their formulas, one per matmul
+
+
+def _called(record: _Record, output: torch.Tensor, given: torch.Tensor | None, macs: int) -> None:
+    """What a call of a layer records, for a layer whose weight a block used directly."""
+    record.calls += 1
+    if record.shape is None:  # the batch of one image; a block that batches its windows (Swin) keeps them
+        record.shape = list(output.shape) if output.shape[0] == 1 else [1, *output.shape]
+        record.input_shape = list(given.shape) if given is not None else None
+    record.macs = (record.macs or 0) + macs
+    record.activation_bytes += output.numel() * output.element_size()
+    record.call_shapes.append((list(output.shape), False, macs))
+
+
+def _term(dims) -> str:
+    return "*".join(str(d) for d in dims if d != 1) or "1"
+
+
+def _sum_of_terms(terms: list[str]) -> str:
+    """`a+a+b` -> `2*a+b`: attention's two matmuls of equal size read as the course writes them (2*L*L*d)."""
+    counts = {term: terms.count(term) for term in terms}
+    return "+".join(term if n == 1 else f"{n}*{term}" for term, n in counts.items())
+
+
+COUNTED_HERE = "counted by _Functional"
+
+
+class _Functional(TorchFunctionMode):
+    """The work a block does with its layers' weights and its activations in its own forward code, charged
+    where a course puts it. (1) F.linear / F.conv*d given the weight of a layer that is not running itself:
+    that layer's call (Swin's window attention calls F.linear(x, self.qkv.weight, ...)); given a block's own
+    weight (not a layer's): the block's weight_macs. (2) nn.MultiheadAttention's F.multi_head_attention_forward,
+    whose inner calls no mode sees: its q, k, v projections (the block's weight_macs), attention (2 x L x S x
+    d) and output projection (the out_proj layer's call), from its arguments. (3) A matmul of two activations
+    in a block's own forward: the block's attention. The op counter is kept off what is charged here."""
+
+    LINEAR = (F.linear, F.conv1d, F.conv2d, F.conv3d)
+    MATMUL = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm)
+
+    def __init__(self, model: nn.Module, records: dict, leaves: set, stack: list):
+        super().__init__()
+        self.records, self.leaves, self.stack = records, leaves, stack  # stack: the modules running, innermost last
+        self.layers = {id(m.weight): m for m in model.modules() if isinstance(m, WEIGHT_LAYERS[:2])}
+        self.owners = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)}
+
+    def running(self):
+        return self.stack[-1]
+
+    def quiet(self, func, args, kwargs):
+        """func run with the op counter charging a key that is never read (this mode counted it)."""
+        self.stack.append(COUNTED_HERE)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.stack.pop()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.multi_head_attention_forward:
+            return self.multi_head_attention(func, args, kwargs)
+        if func in self.LINEAR and len(args) > 1 and id(args[1]) in self.owners:
+            layer = self.layers.get(id(args[1]))
+            if layer is None or id(layer) != self.running():
+                return self.weights_used(func, args, kwargs, layer)
+        if func in self.MATMUL and len(args) == 2 and self.running() not in (None, *self.leaves):
+            a, b = args
+            if not any(id(t) in self.owners for t in (a, b)) and a.dim() >= 2 and b.dim() >= 2:
+                out = self.quiet(func, args, kwargs)
+                m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+                record = self.records[self.running()]
+                record.attention_macs += out.numel() * k
+                record.attention_terms.append(_term([*out.shape[:-2], *sorted((m, n, k), reverse=True)]))
+                return out
+        return func(*args, **kwargs)
+
+    def weights_used(self, func, args, kwargs, layer: nn.Module | None):
+        x, weight = args[0], args[1]
+        out = self.quiet(func, args, kwargs)
+        macs = out.numel() * (weight.shape[1] if func is F.linear else weight[0].numel())
+        if layer is not None:
+            _called(self.records[id(layer)], out, x, macs)
+            _tag(out, getattr(x, _DEPTH, 0) + 1, False)
+        else:
+            self.records[id(self.owners[id(weight)])].weight_macs += macs
+        return out
+
+    def multi_head_attention(self, func, args, kwargs):
+        call = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs).arguments
+        query, key, value = call["query"], call["key"], call["value"]
+        out = self.quiet(func, args, kwargs)
+        batched = query.dim() == 3  # [L, N, E]; nn.MultiheadAttention moves a batch_first batch there
+        L, S, E = query.shape[0], key.shape[0], query.shape[-1]
+        N = query.shape[1] if batched else 1
+        separate = call.get("use_separate_proj_weight", False)
+        projections = N * E * (L * E + S * key.shape[-1] + S * value.shape[-1])
+        weight = call["q_proj_weight"] if separate else call["in_proj_weight"]
+        block = self.records[id(self.owners[id(weight)])] if id(weight) in self.owners else None
+        if block is not None:
+            block.weight_macs += projections
+            block.attention_macs += 2 * N * L * S * E
+            block.attention_terms += [_term([N, L, S, E])] * 2
+        out_proj = self.layers.get(id(call["out_proj_weight"]))
+        attention = out[0] if isinstance(out, tuple) else out
+        if out_proj is not None:
+            shape = attention.transpose(0, 1) if batched else attention  # as a batch_first call returns it
+            _called(self.records[id(out_proj)], shape, None, N * L * E * E)
+        _tag(attention, max(getattr(t, _DEPTH, 0) for t in (query, key, value)) + 2, False)
+        return out
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -304,20 +426,22 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
     weight_layers = {id(m) for _, m in modules if id(m) in leaves and is_weight_layer(m)}
 
     counter = _OpMacs.create()
+    stack = counter.stack if counter is not None else [None]  # the modules running, innermost last
+    functional = _Functional(model, records, leaves, stack)
 
     def pre_hook(module, inputs):
-        if counter is not None:
-            counter.stack.append(id(module))
+        stack.append(id(module))
 
     def hook(module, inputs, output):
-        if counter is not None:
-            counter.stack.pop()
+        stack.pop()
         record = records[id(module)]
         record.calls += 1
-        first = _first_tensor(output)
+        first, given = _first_tensor(output), _first_tensor(inputs)
+        if first is not None and first.dim() == 4 and given is not None and given.shape == first.shape:
+            if getattr(given, _NHWC, False):  # a block that keeps its input's shape keeps its layout (Swin's)
+                _tag(first, getattr(first, _DEPTH, 0), True)
         if record.shape is None and first is not None:
             record.shape, record.nhwc = list(first.shape), bool(getattr(first, _NHWC, False))
-            given = _first_tensor(inputs)
             record.input_shape = list(given.shape) if given is not None else None
         macs = None
         if id(module) in leaves:
@@ -337,11 +461,15 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.zeros((1, *input_shape), device=model_device(model), dtype=dtype)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         model.eval()
-        with torch.no_grad(), _Lineage(), counter if counter is not None else contextlib.nullcontext():
+        # nn.MultiheadAttention's fused CPU/GPU kernel hides its matmuls from the counters: the plain path
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), _Lineage(), functional, counter if counter is not None else contextlib.nullcontext():
             output = model(x)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for handle in handles:
             handle.remove()
         for _, m in modules:
@@ -353,7 +481,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
             record = records[id(m)]
             if id(m) in leaves and record.macs is None:
                 record.macs = counter.macs.get(id(m), 0)
-        outside = sum(n for key, n in counter.macs.items() if key not in leaves)
+        outside = sum(n for key, n in counter.macs.items() if key not in leaves and key != COUNTED_HERE)
 
     # every name a module is registered under gets its row (named_modules() lists a reused instance once)
     rows = _rows(list(model.named_modules(remove_duplicate=False)), records, leaves, depth)
@@ -361,7 +489,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
     for row in rows:
         row.percent = 100.0 * row.params / total_params if total_params else 0.0
     leaf_macs = sum(records[id(m)].macs or 0 for _, m in modules if id(m) in leaves)
-    macs = leaf_macs + (outside or 0)
+    block_macs = sum(records[id(m)].weight_macs + records[id(m)].attention_macs for _, m in modules)
+    macs = leaf_macs + block_macs + (outside or 0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out_tensor = _first_tensor(output)
     totals = Totals(
@@ -380,7 +509,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], depth: int | Non
         weight_layers=len(weight_layers),
         depth=int(getattr(out_tensor, _DEPTH, 0)) if out_tensor is not None else 0,
     )
-    return LayerTable(rows=rows, totals=totals, model_type=type(model).__name__)
+    return LayerTable(rows=rows, totals=totals, model_type=type(model).__name__, notes=attention_notes(model))
 
 
 def _rows(modules, records, leaves, depth: int | None) -> list[Row]:
@@ -420,20 +549,58 @@ def _rows(modules, records, leaves, depth: int | None) -> list[Row]:
         elif level == limit:  # fold the whole subtree into this row
             params = list(m.parameters())
             inner = [s for s in m.modules() if any(True for _ in s.parameters(recurse=False))]
+            macs = sum(
+                (records[id(s)].macs or 0) if id(s) in leaves else _block_macs(records[id(s)]) for s in m.modules()
+            )
             rows.append(
                 Row(label, type(m).__name__, shape, output, sum(p.numel() for p in params),
                     sum(p.numel() for p in params if p.requires_grad), f"sum of {len(inner)} layers",
-                    sum(b.numel() for b in m.buffers()), "",
-                    sum(records[id(s)].macs or 0 for s in m.modules() if id(s) in leaves),
-                    calls=record.calls, folded=len(inner))
+                    sum(b.numel() for b in m.buffers()), "", macs, calls=record.calls, folded=len(inner))
             )  # fmt: skip
-        elif any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
-            own = list(m.parameters(recurse=False))  # a block's own parameters: ConvNeXt's layer scale
-            names = [n for n, _ in m.named_parameters(recurse=False)]
-            buffers, buffer_formula = _buffer_formula(m)
-            rows.append(
-                Row(label, f"{type(m).__name__} ({', '.join(names) or 'buffers'})", shape, output,
-                    sum(p.numel() for p in own), sum(p.numel() for p in own if p.requires_grad),
-                    param_formula(m), buffers, buffer_formula, calls=record.calls)
-            )  # fmt: skip
+        else:
+            if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
+                own = list(m.parameters(recurse=False))  # a block's own parameters: ConvNeXt's layer scale
+                buffers, buffer_formula = _buffer_formula(m)
+                rows.append(
+                    Row(label, _block_type(m), shape, output, sum(p.numel() for p in own),
+                        sum(p.numel() for p in own if p.requires_grad), param_formula(m), buffers, buffer_formula,
+                        record.weight_macs, calls=record.calls)
+                )  # fmt: skip
+            if record.attention_macs:
+                rows.append(
+                    Row(f"{label} (attention)", "matmuls: q k^T, weights x v", None, "-", 0, 0, "0",
+                        macs=record.attention_macs, calls=record.calls,
+                        macs_formula=_sum_of_terms(record.attention_terms))
+                )  # fmt: skip
     return rows
+
+
+def _block_macs(record: _Record) -> int:
+    return record.weight_macs + record.attention_macs
+
+
+def _block_type(m: nn.Module) -> str:
+    """A block's class and what its own parameters are: `CNBlock (layer_scale)`; attention's projections."""
+    if isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim:
+        return f"{type(m).__name__}: q, k, v ({m.num_heads} heads of {m.head_dim})"
+    names = [n for n, _ in m.named_parameters(recurse=False)]
+    return f"{type(m).__name__} ({', '.join(names) or 'buffers'})"
+
+
+def attention_notes(model: nn.Module) -> list[str]:
+    """How an attention block's parameters add up, once per kind and width: nn.MultiheadAttention (ViT),
+    and a block with `qkv` and `proj` linear layers (Swin's window attention, timm's Attention)."""
+    notes = []
+    for m in model.modules():
+        children = dict(m.named_children())
+        if isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim and m.in_proj_bias is not None:
+            d, heads = m.embed_dim, m.num_heads
+        elif isinstance(children.get("qkv"), nn.Linear) and isinstance(children.get("proj"), nn.Linear):
+            d, heads = children["proj"].in_features, getattr(m, "num_heads", "?")
+        else:
+            continue
+        note = (f"{type(m).__name__}, d = {d}, {heads} heads: q, k, v and output projections 4d^2+4d = "
+                f"4*{d}*{d}+4*{d} = {4 * d * d + 4 * d:,} parameters")  # fmt: skip
+        if note not in notes:
+            notes.append(note)
+    return notes

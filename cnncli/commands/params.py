@@ -42,8 +42,8 @@ NATIVE_KEYS = tuple(DEFAULT_NATIVE)  # the data keys a native input has (data.KE
 
 MACS_COUNTED = (
     "conv/linear multiply-accumulates for one image (grouped/depthwise convs, and linear layers applied at "
-    "every position, counted as computed); pooling, activations, normalization, layer scale and residual "
-    "adds are not counted. FLOPs = 2 x MACs."
+    "every position, counted as computed) and attention's matmuls (q k^T, weights x v); pooling, activations, "
+    "normalization, softmax, layer scale and residual adds are not counted. FLOPs = 2 x MACs."
 )
 
 
@@ -220,7 +220,8 @@ def _row_cells(row) -> list[str]:
     if row.buffers and row.buffer_formula:
         formula += f" (+{row.buffer_formula} buffers)"
     output = f"{row.output}  {row.size_note}" if row.size_note else row.output
-    return [row.name, kind, output, formula, f"{row.params:,}", f"{row.macs:,}", f"{row.percent:.2f}%"]
+    macs = f"{row.macs:,}" + (f" = {row.macs_formula}" if row.macs_formula else "")
+    return [row.name, kind, output, formula, f"{row.params:,}", macs, f"{row.percent:.2f}%"]
 
 
 ROW_HEADER = ["layer", "type", "output (HxWxC)", "formula", "params", "MACs", "% params"]
@@ -246,6 +247,7 @@ def _totals(info: dict) -> list[tuple[str, str]]:
         ("activation memory", f"{_bytes(t.activation_bytes)} for one image: the outputs of all {t.leaf_calls} "
                               "leaf-module calls x 4 bytes (float32), in-place ones included"),
     ]  # fmt: skip
+    lines += [("attention", note) for note in info["table"].notes]
     paper = info["paper"]
     if paper["params"] or paper["macs"]:
         figures = [f"{_si(paper['params'], exact=False)} params" if paper["params"] else "",
@@ -296,10 +298,11 @@ def print_one(info: dict, fmt: str) -> None:
     t = table.totals
     if fmt == "csv":
         header = ["layer", "type", "output", "output_shape", "formula", "params", "trainable", "buffers",
-                  "macs", "percent", "calls"]  # fmt: skip
+                  "macs", "percent", "calls", "macs_formula"]  # fmt: skip
         rows = [[r.name, r.type, r.output, "x".join(map(str, r.output_shape or [])), r.formula, r.params,
-                 r.trainable, r.buffers, r.macs, round(r.percent, 4), r.calls] for r in table.rows]  # fmt: skip
-        rows.append(["total", "", "", "", "", t.params, t.trainable_params, t.buffers, t.macs, 100.0, ""])
+                 r.trainable, r.buffers, r.macs, round(r.percent, 4), r.calls, r.macs_formula]
+                for r in table.rows]  # fmt: skip
+        rows.append(["total", "", "", "", "", t.params, t.trainable_params, t.buffers, t.macs, 100.0, "", ""])
         print(_csv(header, rows))
     elif fmt == "markdown":
         print(f"**{_title(info)}**\n")

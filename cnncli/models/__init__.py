@@ -27,6 +27,17 @@ Fact = Callable[[dict], object]
 
 
 @dataclass(frozen=True)
+class PaperSpeed:
+    """A paper's inference throughput and ImageNet-1K top-1 for the model: `cnncli bench` prints them beside
+    its own measurement, labelled with the paper's hardware (a different machine from the user's)."""
+
+    images_per_second: float
+    top1: float  # ImageNet-1K top-1 accuracy, %
+    hardware: str  # how the paper measured it
+    source: str
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What is known of a model besides its code. Layer names are module paths (`classifier.6`); in an
     nn.Sequential a negative index counts from its end (`-1`: its last layer) and `N:` stands for the
@@ -42,11 +53,15 @@ class ModelCard:
     paper_params: float | None = None  # the paper's figures, as it rounds them
     paper_macs: float | None = None
     paper_source: str = ""
+    paper_speed: PaperSpeed | None = None
     imagenet_weights: str | Fact | None = None  # torchvision's weights name (get_model_weights) where one exists
     task: str = "classification"  # or "segmentation": a score map per class (cnncli/tasks/<task>.py)
     # the options of the network its paper draws, where the config trains another one by default (U-Net:
     # the paper's 572 -> 388 network; conf/model/unet.yaml a small padded one): `cnncli params` shows it
     paper_options: dict = field(default_factory=dict)
+    # starting weights made for another input fitted to the built network (ViT: position embeddings
+    # interpolated to its token grid): (state_dict, model) -> state_dict
+    fit_weights: Callable[[dict, nn.Module], dict] | None = None
     notes: dict = field(default_factory=dict)
 
     def fact(self, name: str, options: dict):
@@ -243,10 +258,15 @@ def build_model(cfg: DictConfig | dict, starting_weights: bool = True) -> nn.Mod
     if not isinstance(model, nn.Module):
         raise UserError(f"model._target_ {target!r} returned a {type(model).__name__}, not a torch.nn.Module")
     parts = model_parts(options, model)
+    state = source = None
     if imagenet is not None:
+        state = download_imagenet_weights(imagenet)
         source = f"model.pretrained: {imagenet.__class__.__name__}.{imagenet.name}"
-        load_starting_weights(model, parts, download_imagenet_weights(imagenet), source)
     elif starting_weights and weights:
-        load_starting_weights(model, parts, read_weights(weights), f"model.weights: {weights}")
+        state, source = read_weights(weights), f"model.weights: {weights}"
+    if state is not None:
+        card = model_card(target, trusted=True)
+        fit = card.fit_weights if card is not None else None
+        load_starting_weights(model, parts, fit(state, model) if fit else state, source)
     freeze_layers(model, parts, freeze)
     return model
