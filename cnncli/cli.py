@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "train": "train a classifier (cnncli train model=lenet5 data=digits optimizer.lr=0.01)",
     "eval": "test a checkpoint: loss, top-1/top-5, per-class metrics, confusion matrix (cnncli eval ckpt_path=PATH)",
     "params": "print a model's per-layer parameter and MAC table (cnncli params model=vgg16)",
+    "bench": "images/s of models on this machine beside the papers' figures (cnncli bench model=convnext_tiny,swin_t)",
     "predict": "the top-k classes of image files (cnncli predict ckpt_path=PATH inputs=[img.png,folder/])",
     "data": "show a data set's training images after augmentation (cnncli data show augmentation=strong)",
     "export": "export to ONNX, TorchScript or torch.export, verified (cnncli export ckpt_path=PATH format=onnx)",

@@ -298,15 +298,17 @@ class _Record:
     attention_terms: list = field(default_factory=list)  # their formulas, one per matmul
 
 
-def _called(record: _Record, output: torch.Tensor, given: torch.Tensor | None, macs: int) -> None:
-    """What a call of a layer records, for a layer whose weight a block used directly."""
+def _called(record: _Record, output: torch.Tensor, given: torch.Tensor | None, macs: int, linear: bool) -> None:
+    """What a call of a layer records, for a layer whose weight a block used directly. A linear layer's
+    features are its output's last dimension: written last (windows x tokens x features), as the course does."""
+    shape = list(output.shape) if output.shape[0] == 1 else [1, *output.shape]  # a block's windows (Swin) kept
     record.calls += 1
-    if record.shape is None:  # the batch of one image; a block that batches its windows (Swin) keeps them
-        record.shape = list(output.shape) if output.shape[0] == 1 else [1, *output.shape]
+    if record.shape is None:
+        record.shape, record.nhwc = shape, linear and len(shape) == 4
         record.input_shape = list(given.shape) if given is not None else None
     record.macs = (record.macs or 0) + macs
     record.activation_bytes += output.numel() * output.element_size()
-    record.call_shapes.append((list(output.shape), False, macs))
+    record.call_shapes.append((shape, linear and len(shape) == 4, macs))
 
 
 def _term(dims) -> str:
@@ -375,7 +377,7 @@ class _Functional(TorchFunctionMode):
         out = self.quiet(func, args, kwargs)
         macs = out.numel() * (weight.shape[1] if func is F.linear else weight[0].numel())
         if layer is not None:
-            _called(self.records[id(layer)], out, x, macs)
+            _called(self.records[id(layer)], out, x, macs, linear=func is F.linear)
             _tag(out, getattr(x, _DEPTH, 0) + 1, False)
         else:
             self.records[id(self.owners[id(weight)])].weight_macs += macs
@@ -400,7 +402,7 @@ class _Functional(TorchFunctionMode):
         attention = out[0] if isinstance(out, tuple) else out
         if out_proj is not None:
             shape = attention.transpose(0, 1) if batched else attention  # as a batch_first call returns it
-            _called(self.records[id(out_proj)], shape, None, N * L * E * E)
+            _called(self.records[id(out_proj)], shape, None, N * L * E * E, linear=True)
         _tag(attention, max(getattr(t, _DEPTH, 0) for t in (query, key, value)) + 2, False)
         return out
 

@@ -17,7 +17,7 @@ from torch import nn
 
 import cnncli
 from cnncli.errors import ConfigError
-from cnncli.models import alexnet, build_model, convnext, googlenet, lenet, mlp, nin, resnet, simple_cnn, vgg
+from cnncli.models import alexnet, build_model, convnext, googlenet, lenet, mlp, nin, resnet, simple_cnn, swin, vgg, vit
 from cnncli.models import model_card as card_of
 from cnncli.optim import Optimization
 from cnncli.tasks.classification import ImageClassifier
@@ -78,6 +78,13 @@ PARAMETER_TOTALS = [
     ("resnet110", resnet.resnet110, CIFAR, 1_727_962),
     ("convnext_tiny", convnext.convnext_tiny, IMAGENET, 28_589_128),
     ("convnext_small", convnext.convnext_small, IMAGENET, 50_223_688),
+    ("convnext_base", convnext.convnext_base, IMAGENET, 88_591_464),
+    ("swin_t", swin.swin_t, IMAGENET, 28_288_354),
+    ("swin_s", swin.swin_s, IMAGENET, 49_606_258),
+    ("swin_b", swin.swin_b, IMAGENET, 87_768_224),
+    ("vit_b_16", vit.vit_b_16, IMAGENET, 86_567_656),
+    ("vit_b_32", vit.vit_b_32, IMAGENET, 88_224_232),
+    ("vit_tiny", vit.vit_tiny, CIFAR, 3_722_250),
 ]
 TOTALS_IDS = [row[0] for row in PARAMETER_TOTALS]
 TOTALS_ROWS = [row[1:] for row in PARAMETER_TOTALS]
@@ -183,6 +190,7 @@ MINIMUM_SIZES = [
     ("resnet20", resnet.resnet20, {}, 1),
     ("convnext_tiny", convnext.convnext_tiny, {}, 32),
     ("convnext_small", convnext.convnext_small, {}, 32),
+    ("swin_t", swin.swin_t, {}, 4),
 ]
 
 
@@ -213,6 +221,8 @@ SMALL_REAL = [
     ("googlenet-torchvision", googlenet.googlenet, {"variant": "torchvision"}, 32),
     ("resnet18", resnet.resnet18, {}, 16),
     ("convnext_tiny", convnext.convnext_tiny, {}, 32),
+    ("swin_t", swin.swin_t, {}, 8),
+    ("vit_tiny", vit.vit_tiny, {"num_layers": 2}, 16),
 ]
 
 

@@ -144,7 +144,7 @@ def test_depth_folds_layers_into_their_parent(tables):
     assert (whole.name, whole.params, whole.macs) == ("(model)", 138_357_544, tables["vgg16"].totals.macs)
 
 
-def test_grouped_conv_spatial_linear_and_matmul_outside_layers():
+def test_grouped_conv_spatial_linear_and_a_blocks_own_matmul():
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
@@ -155,14 +155,20 @@ def test_grouped_conv_spatial_linear_and_matmul_outside_layers():
         def forward(self, x):
             x = self.grouped(self.depthwise(x)).permute(0, 2, 3, 1)  # [N, H, W, C]
             y = self.proj(x)
-            return y @ y.transpose(-1, -2)  # a matmul in the block's own code
+            return y @ y.transpose(-1, -2)  # a matmul of two activations in the block's own code (attention's kind)
 
     table = layer_table(on_meta(Block), (32, 8, 8))
-    depthwise, grouped, proj = table.rows  # the block itself has no parameters of its own: no row
+    matmul, depthwise, grouped, proj = table.rows  # the block has no parameters of its own: only its matmul's row
     assert (depthwise.formula, depthwise.macs) == ("(3*3*1)*32", 32 * 8 * 8 * 9)
     assert (grouped.formula, grouped.macs) == ("(1*1*8)*64+64", 64 * 8 * 8 * 8)
     assert (proj.macs, proj.output) == (8 * 8 * 64 * 16, "8x8x16")  # channels-last: still H x W x C
-    assert table.totals.macs_outside_layers == 8 * 8 * 8 * 16  # [8, 8, 16] @ [8, 16, 8]
+    assert (matmul.name, matmul.params, matmul.macs) == (
+        "(model) (attention)",
+        0,
+        8 * 8 * 8 * 16,
+    )  # [8, 8, 16] @ [8, 16, 8]
+    assert matmul.macs_formula == "8*16*8*8" and eval(matmul.macs_formula) == matmul.macs
+    assert table.totals.macs_outside_layers == 0
     assert table.totals.macs == depthwise.macs + grouped.macs + proj.macs + 8 * 8 * 8 * 16
 
 

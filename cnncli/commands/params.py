@@ -92,7 +92,7 @@ def paper_options(target: str, given: set[str]) -> dict:
     return {k: v for k, v in options.items() if f"model.{k}" not in given}
 
 
-def _check(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig) -> None:
     check_choice("format", cfg.format, FORMATS)
     for key in ("input_size", "depth"):
         value = cfg.get(key)
@@ -102,11 +102,24 @@ def _check(cfg: DictConfig) -> None:
 
 
 def summarize(cfg: DictConfig, name: str, overrides: list[str] = ()) -> dict:
-    """Everything `params` prints for one composed config: the model's table, its input and paper figures.
-    `overrides`: the command line's. Without `data=` there the model is shown at its native input (a model
+    """Everything `params` prints for one composed config: the model's table, its input and paper figures."""
+    validate(cfg)
+    return counted(name, shaped_model(cfg, overrides), cfg.depth)
+
+
+def counted(name: str, shaped: dict, depth: int | None) -> dict:
+    """The layer table of a shaped model (shaped_model), with its input and the paper's figures."""
+    i = shaped["input"]
+    table, device = _count(shaped["options"], (i["channels"], i["height"], i["width"]), depth, name)
+    info = {k: v for k, v in shaped.items() if k != "options"}
+    return {"model": name, **info, "device": device, "table": table, "paper": paper_figures(shaped["builder"])}
+
+
+def shaped_model(cfg: DictConfig, overrides: list[str] = ()) -> dict:
+    """The model options of a composed `params` (or `bench`) config, its builder, input and class count.
+    `overrides`: the command line's. Without `data=` there the model is shaped for its native input (a model
     config may choose a default data set for training: unet's shapes), and a model whose card has
     `paper_options` as its paper draws it (U-Net: the 572 -> 388 network), but for the options given."""
-    _check(cfg)
     target = str(cfg.model.get("_target_"))
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     with open_dict(cfg):
@@ -133,16 +146,11 @@ def summarize(cfg: DictConfig, name: str, overrides: list[str] = ()) -> dict:
         raise ConfigError("model", str(e).splitlines()[0]) from None
     channels = model_cfg.get("in_channels", cfg.data.channels)
     size = model_cfg.get("image_size", cfg.data.image_size)
-    shape = (channels, size, size)
-    table, device = _count(model_cfg, shape, cfg.depth, name)
     return {
-        "model": name,
         "builder": target,
         "input": {"channels": channels, "height": size, "width": size, "from": source},
         "num_classes": model_cfg.get("num_classes", cfg.data.get("num_classes")),
-        "device": device,
-        "table": table,
-        "paper": paper_figures(target),
+        "options": model_cfg,
     }
 
 
@@ -191,7 +199,7 @@ def _needs_data(error: Exception) -> bool:
 # ------------------------------------------------------------------------------------------------ printing
 
 
-def _si(n: float | None, unit: str = "", exact: bool = True) -> str:
+def si(n: float | None, unit: str = "", exact: bool = True) -> str:
     """4,089,184,256 -> "4.089 G"; a paper's rounded figure (exact=False) as the paper gives it: "138 M"."""
     if n is None:
         return ""
@@ -230,11 +238,11 @@ ROW_HEADER = ["layer", "type", "output (HxWxC)", "formula", "params", "MACs", "%
 def _totals(info: dict) -> list[tuple[str, str]]:
     t = info["table"].totals
     lines = [
-        ("parameters", f"{t.params:,} ({_si(t.params)}): trainable {t.trainable_params:,}, "
+        ("parameters", f"{t.params:,} ({si(t.params)}): trainable {t.trainable_params:,}, "
                        f"non-trainable {t.non_trainable_params:,}"),
         ("buffers", f"{t.buffers:,} (not trained: BatchNorm running mean/var and batch counters)"),
-        ("MACs", f"{t.macs:,} ({_si(t.macs, 'MAC')}) per image; FLOPs = 2 x MACs = {t.flops:,} "
-                 f"({_si(t.flops, 'FLOP')})"),
+        ("MACs", f"{t.macs:,} ({si(t.macs, 'MAC')}) per image; FLOPs = 2 x MACs = {t.flops:,} "
+                 f"({si(t.flops, 'FLOP')})"),
         ("MACs counted", MACS_COUNTED),
     ]  # fmt: skip
     if t.macs_outside_layers:
@@ -250,8 +258,8 @@ def _totals(info: dict) -> list[tuple[str, str]]:
     lines += [("attention", note) for note in info["table"].notes]
     paper = info["paper"]
     if paper["params"] or paper["macs"]:
-        figures = [f"{_si(paper['params'], exact=False)} params" if paper["params"] else "",
-                   f"{_si(paper['macs'], exact=False)} MACs" if paper["macs"] else ""]  # fmt: skip
+        figures = [f"{si(paper['params'], exact=False)} params" if paper["params"] else "",
+                   f"{si(paper['macs'], exact=False)} MACs" if paper["macs"] else ""]  # fmt: skip
         lines.append(("paper", f"{', '.join(f for f in figures if f)} ({paper['source']})"))
     return lines
 
@@ -261,7 +269,7 @@ def _title(info: dict) -> str:
             f"{info['num_classes']} classes")  # fmt: skip
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
@@ -270,7 +278,7 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(rule), *map(line, rows)])
 
 
-def _csv(header: list[str], rows: list[list]) -> str:
+def csv_text(header: list[str], rows: list[list]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -278,7 +286,7 @@ def _csv(header: list[str], rows: list[list]) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-def _rich_console():
+def rich_console():
     from rich.console import Console
 
     console = Console()
@@ -303,10 +311,10 @@ def print_one(info: dict, fmt: str) -> None:
                  r.trainable, r.buffers, r.macs, round(r.percent, 4), r.calls, r.macs_formula]
                 for r in table.rows]  # fmt: skip
         rows.append(["total", "", "", "", "", t.params, t.trainable_params, t.buffers, t.macs, 100.0, "", ""])
-        print(_csv(header, rows))
+        print(csv_text(header, rows))
     elif fmt == "markdown":
         print(f"**{_title(info)}**\n")
-        print(_markdown(ROW_HEADER, cells))
+        print(markdown_table(ROW_HEADER, cells))
         print()
         print("\n".join(f"- **{label}**: {text}" for label, text in _totals(info)))
     else:
@@ -319,7 +327,7 @@ def print_one(info: dict, fmt: str) -> None:
             rich_table.add_row(*row)
         rich_table.add_section()
         rich_table.add_row("total", "", "", "", f"{t.params:,}", f"{t.macs:,}", "100.00%")
-        console = _rich_console()
+        console = rich_console()
         console.print(rich_table)
         width = max(len(label) for label, _ in _totals(info))
         sys.stdout.flush()
@@ -344,16 +352,16 @@ def print_comparison(infos: list[dict], fmt: str) -> None:
     for info in infos:
         t, paper = info["table"].totals, info["paper"]
         rows.append([info["model"], _hwc(info), str(info["num_classes"]), f"{t.params:,}",
-                     _si(paper["params"], exact=False), _si(t.macs), _si(paper["macs"], exact=False), str(t.depth),
+                     si(paper["params"], exact=False), si(t.macs), si(paper["macs"], exact=False), str(t.depth),
                      paper["source"]])  # fmt: skip
     note = "depth: weight (conv/linear) layers on the longest path. MACs: " + MACS_COUNTED
     if fmt == "csv":
         raw = [[i["model"], _hwc(i), i["num_classes"], i["table"].totals.params, i["paper"]["params"] or "",
                 i["table"].totals.macs, i["paper"]["macs"] or "", i["table"].totals.depth, i["paper"]["source"]]
                for i in infos]  # fmt: skip
-        print(_csv(COMPARE_HEADER, raw))
+        print(csv_text(COMPARE_HEADER, raw))
     elif fmt == "markdown":
-        print(_markdown(COMPARE_HEADER, rows))
+        print(markdown_table(COMPARE_HEADER, rows))
         print(f"\n{note}")
     else:
         from rich.table import Table
@@ -363,7 +371,7 @@ def print_comparison(infos: list[dict], fmt: str) -> None:
             table.add_column(h, justify="left" if h in ("model", "input (HxWxC)", "paper source") else "right")
         for row in rows:
             table.add_row(*row)
-        console = _rich_console()
+        console = rich_console()
         console.print(table)
         print(note)
 
@@ -380,16 +388,17 @@ def _single(cfg: DictConfig) -> None:
 
 @reports_user_errors
 def compare(names: list[str], overrides: list[str]) -> None:
-    infos, fmt = [], None
+    configs = compose_each("params", names, overrides)
+    print_comparison([summarize(cfg, name, overrides) for name, cfg in configs], configs[-1][1].format)
+
+
+def compose_each(config_name: str, names: list[str], overrides: list[str]) -> list[tuple[str, DictConfig]]:
+    """`model=a,b,c` without -m: each model's config, composed as `model=a OVERRIDES` would be."""
     try:
-        with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="params"):
-            for name in names:
-                cfg = hydra.compose("params", overrides=[f"model={name}", *overrides])
-                infos.append(summarize(cfg, name, overrides))
-                fmt = cfg.format
+        with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name=config_name):
+            return [(name, hydra.compose(config_name, overrides=[f"model={name}", *overrides])) for name in names]
     except (HydraException, OmegaConfBaseException) as e:
         raise UserError(str(e)) from None
-    print_comparison(infos, fmt)
 
 
 def model_list(args: list[str]) -> tuple[list[str], list[str]] | None:
