@@ -403,13 +403,21 @@ REPRESENTATIVES = {
     "resnet50",
     "resnet20",
     "convnext_tiny",
+    "swin_t",  # windowed attention (torch.roll, padding)
+    "vit_tiny",  # nn.MultiheadAttention (vit_b_16 and vit_b_32: the same code, wider)
     "unet",  # segmentation: score maps [N, K, H, W]
     "fcn_resnet50",  # torchvision's segmentation models (deeplabv3_resnet50: the same wrapper)
 }
 SWEPT = sorted(REPRESENTATIVES) if os.environ.get("CNNCLI_TEST_ZOO_SUBSET") == "1" else MODELS
 # Export cost in seconds (2-core CPU): the workers take the models dearest first.
 COST = {
+    "swin_b": 30,
+    "swin_s": 24,
+    "convnext_base": 22,
     "deeplabv3_resnet50": 22,
+    "vit_b_16": 18,
+    "vit_b_32": 17,
+    "swin_t": 17,
     "fcn_resnet50": 20,
     "vgg19": 22,
     "vgg16": 22,
@@ -424,6 +432,7 @@ COST = {
     "resnet50": 12,
     "alexnet": 11,
     "convnext_tiny": 10,
+    "vit_tiny": 10,
 }
 
 
@@ -447,6 +456,9 @@ def _sweep_one(name: str) -> dict:
         cfg = compose("train", overrides=overrides)
     torch.manual_seed(0)
     model = build_model(cfg.model)
+    for parameter in model.parameters():  # a head that starts at zero (ViT's) would make every logit 0
+        if parameter.dim() > 1 and not parameter.detach().any():
+            torch.nn.init.normal_(parameter, std=0.02)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -535,6 +547,7 @@ def test_zoo_model_exports_to_onnx_and_torchscript(name, zoo_sweep):
         pytest.skip("a deeper variant of a swept model's code, left out by CNNCLI_TEST_ZOO_SUBSET=1")
     result = zoo_sweep[name]
     assert "error" not in result, result["error"]
+    assert result["max_abs_logit"] > result["tolerance"]  # logits beyond the tolerance: the comparisons can fail
     for fmt in ("onnx", "torchscript"):
         r = result[fmt]
         assert r["max_abs_diff"] <= result["tolerance"], (fmt, r, result["max_abs_logit"])

@@ -110,3 +110,16 @@ def test_an_output_that_cannot_be_a_csv_file_is_one_line_before_predicting(short
         assert result.returncode == 1 and result.stderr == f"error: {line}\n"
         assert result.stdout == ""  # refused before anything was predicted
     assert note.read_text() == "keep"
+
+
+def test_a_device_torch_cannot_see_is_one_line(short_run, test_pngs, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+    result = cnncli_here("predict", f"ckpt_path={ckpt}", f"inputs=[{test_pngs}]", "device=cuda", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: device: cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)"
+    result = cnncli_here("predict", f"ckpt_path={ckpt}", f"inputs=[{test_pngs}]", "device=auto", "top_k=1", cwd=tmp_path)
+    assert result.returncode == 0 and "probability" in result.stdout  # auto: the CPU here

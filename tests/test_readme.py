@@ -20,7 +20,7 @@ NOT_RUN = {  # example -> why it is not run here
     "cnncli train": "the quick start: run exactly as written by the default_run fixture (tests/test_train.py)",
     "cnncli train model=unet": "run exactly as written by the unet_run fixture (tests/test_segmentation.py)",
     **{f"cnncli {name}": "names the subcommand in a sentence; its examples run"
-       for name in ("eval", "params", "predict", "data show", "export", "leaderboard", "tune", "viz", "compare")},
+       for name in ("eval", "params", "bench", "predict", "data show", "export", "leaderboard", "tune", "viz", "compare")},
 }  # fmt: skip
 
 
@@ -84,6 +84,8 @@ def concrete(command: str, place: Path) -> list[str]:
         args += [f"hydra.run.dir={place / 'train' / str(COMMANDS.index(' '.join(['cnncli', *args])))}", *SHORT]
     if args[0] == "tune":
         args += ["study.n_trials=1", f"hydra.run.dir={place / 'tune'}", *SHORT]
+    if args[0] == "bench":  # the table's shape, not the figures: small images, one timed batch
+        args += ["input_size=32", "batch_size=2", "warmup=0", "runs=1"]
     return args
 
 
@@ -94,6 +96,7 @@ EXPECTED = {
     ),
     "eval": lambda out, place: (place / "run" / "eval.json").is_file() and "top-1" in out,
     "params": lambda out, place: "parameters" in out,
+    "bench": lambda out, place: "infer img/s" in out,
     "predict": lambda out, place: "probability" in out,
     "export": lambda out, place: (place / "run" / "export" / "model.onnx").is_file(),
     "data": lambda out, place: ".png" in out,

@@ -34,6 +34,7 @@ from cnncli.commands.params import (
     si,
 )
 from cnncli.config import check_number
+from cnncli.device import resolve_device
 from cnncli.errors import ConfigError, UserError, check_choice, reports_user_errors
 
 PRECISIONS = ("32", "tf32", "16-mixed", "bf16-mixed")
@@ -49,27 +50,6 @@ def validate(cfg: DictConfig) -> None:
     for key in ("channels_last", "train"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(key, f"must be true or false, got {cfg[key]!r}")
-
-
-def resolve_device(name: str):
-    """`auto`: a CUDA GPU, else Apple's mps, else the CPU; a device torch cannot see is one line."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError("device", f"{name!r} is not a device: auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name}: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError("device", f"{name}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device", "mps: torch sees no Apple GPU here")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError("device", f"{name!r} is not one of: auto, cpu, cuda, cuda:N, mps")
-    return device
 
 
 def measure(options: dict, shape: tuple[int, int, int], cfg: DictConfig, device) -> dict:

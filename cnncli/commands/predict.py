@@ -40,11 +40,13 @@ def image_files(inputs: list[str]) -> list[Path]:
 class CheckpointModel:
     """A checkpoint's network with what predicting needs: input shape, normalization, class names."""
 
-    def __init__(self, path: str, trust_code: bool):
+    def __init__(self, path: str, trust_code: bool, device: str = "cpu"):
         from cnncli.checkpoint import Checkpoint
+        from cnncli.device import resolve_device
 
+        self.device = resolve_device(device)
         checkpoint = Checkpoint(path)
-        self.model = checkpoint.network(trust_code)
+        self.model = checkpoint.network(trust_code).to(self.device)
         pre = checkpoint.preprocessing
         self.channels, self.image_size, self.resize, self.mean, self.std = (
             pre.channels, pre.image_size, pre.resize, pre.mean, pre.std)  # fmt: skip
@@ -56,7 +58,7 @@ class CheckpointModel:
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).numpy()
+            return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
 
 class OnnxModel:
@@ -102,7 +104,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
     files = image_files(inputs)
     if cfg.ckpt_path is not None:
-        model = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code)
+        model = CheckpointModel(cfg.ckpt_path, cfg.trust_model_code, cfg.device)
     else:
         model = OnnxModel(cfg.model_file)
     # the evaluation preprocessing: the pixels of image folders (cnncli/data/images.py), the run's statistics
