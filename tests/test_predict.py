@@ -118,8 +118,11 @@ def test_a_device_torch_cannot_see_is_one_line(short_run, test_pngs, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     ckpt = short_run / "checkpoints" / "best.ckpt"
-    result = cnncli_here("predict", f"ckpt_path={ckpt}", f"inputs=[{test_pngs}]", "device=cuda", cwd=tmp_path)
+    args = ("predict", f"ckpt_path={ckpt}", f"inputs=[{test_pngs}]")
+    result = cnncli_here(*args, "device=cuda", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: device: cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)"
-    result = cnncli_here("predict", f"ckpt_path={ckpt}", f"inputs=[{test_pngs}]", "device=auto", "top_k=1", cwd=tmp_path)
+    assert result.stderr.strip() == (
+        "error: device: cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)"
+    )
+    result = cnncli_here(*args, "device=auto", "top_k=1", cwd=tmp_path)
     assert result.returncode == 0 and "probability" in result.stdout  # auto: the CPU here

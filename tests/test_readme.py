@@ -20,7 +20,8 @@ NOT_RUN = {  # example -> why it is not run here
     "cnncli train": "the quick start: run exactly as written by the default_run fixture (tests/test_train.py)",
     "cnncli train model=unet": "run exactly as written by the unet_run fixture (tests/test_segmentation.py)",
     **{f"cnncli {name}": "names the subcommand in a sentence; its examples run"
-       for name in ("eval", "params", "bench", "predict", "data show", "export", "leaderboard", "tune", "viz", "compare")},
+       for name in ("eval", "params", "bench", "predict", "data show", "export", "leaderboard", "tune", "viz",
+                    "compare")},
 }  # fmt: skip
 
 
