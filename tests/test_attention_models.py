@@ -284,3 +284,24 @@ def test_cnncli_params_vit_b_16(tmp_path):
         in result.stdout
     )
     assert "MACs:              17,563,828,224" in result.stdout
+
+
+def test_vit_tiny_for_cifar10_trains_a_step(compose_train):
+    """`cnncli train model=vit_tiny data=cifar10` (the README's; CIFAR-10 is not downloaded here): the network
+    and recipe that command composes, one optimizer step on CIFAR-10-shaped images."""
+    cfg = compose_train("model=vit_tiny", "data=cifar10")
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.scheduler._target_, cfg.label_smoothing) == (
+        "torch.optim.AdamW", 0.0005, "torch.optim.lr_scheduler.OneCycleLR", 0.1)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    assert model.image_size == 32 and model.conv_proj.in_channels == 3 and model.heads.head.out_features == 10
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(10, (8,))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
