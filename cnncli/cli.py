@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "eval": "test a checkpoint: loss, top-1/top-5, per-class metrics, confusion matrix (cnncli eval ckpt_path=PATH)",
     "params": "print a model's per-layer parameter and MAC table (cnncli params model=vgg16)",
     "bench": "images/s of models on this machine beside the papers' figures (cnncli bench model=convnext_tiny,swin_t)",
+    "lr-find": "the learning-rate range test: loss against rate, a suggested rate (cnncli lr-find model=resnet20)",
     "predict": "the top-k classes of image files (cnncli predict ckpt_path=PATH inputs=[img.png,folder/])",
     "data": "show a data set's training images after augmentation (cnncli data show augmentation=strong)",
     "export": "export to ONNX, TorchScript or torch.export, verified (cnncli export ckpt_path=PATH format=onnx)",
@@ -121,7 +122,7 @@ def run(name: str, args: list[str]) -> None:
     if package and importlib.util.find_spec(package) is None:  # found without importing it
         print(f'error: cnncli {name} needs {package}: pip install "cnncli[{name}]"', file=sys.stderr)
         sys.exit(1)
-    command = importlib.import_module(f"cnncli.commands.{name}")
+    command = importlib.import_module(f"cnncli.commands.{name.replace('-', '_')}")
     command_line = getattr(command, "command_line", None)
     # after command_line: its mode word (`viz cam`, `data show`) comes first as the user typed it
     overrides = flags_last(reports_user_errors(command_line)(args) if command_line else args)

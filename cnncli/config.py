@@ -23,7 +23,13 @@ def check_number(cfg: DictConfig, key: str, low: float, high: float = float("inf
 def validate_train_config(cfg: DictConfig) -> None:
     check_number(cfg, "seed", 0, integer=True)
     check_number(cfg, "label_smoothing", 0, 0.999)
-    check_number(cfg, "optimizer.lr", 0, open_low=True)
+    if OmegaConf.select(cfg, "optimizer.lr", default=None) != "auto":  # auto: a range test chooses it
+        try:
+            check_number(cfg, "optimizer.lr", 0, open_low=True)
+        except ConfigError as e:
+            raise ConfigError(
+                e.key, f"{e.problem.replace(', got', ' or auto (a range test chooses it), got')}"
+            ) from None
     check_number(cfg, "optimizer.weight_decay", 0)
     check_number(cfg, "optimizer.l1", 0)
     check_number(cfg, "optimizer.momentum", 0, 0.999)

@@ -160,6 +160,11 @@ class ThreadChoice(L.Callback):
                 torch.set_num_threads(1)  # the first, untimed step: on one thread, which is never a bad choice
         self.timing, self.last = bool(self.candidates) and len(self.candidates) > 1, None
 
+    def untimed(self) -> None:
+        """Work before the timed steps (a learning-rate range test): on the cores this run may use."""
+        if self.candidates:
+            torch.set_num_threads(max(self.candidates))
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if not self.timing:
             return

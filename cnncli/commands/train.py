@@ -5,6 +5,7 @@ As lightning-hydra-template's train(): compose, instantiate, fit, test, write th
 its own place: resuming in cnncli/resume.py, the Trainer, speed options and DDP in cnncli/trainer.py, the
 task's module and reports in cnncli/tasks/classification.py, the run folder in cnncli/runs.py."""
 
+import copy
 import importlib.util
 import logging
 import os
@@ -15,11 +16,12 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnncli import config_dir, runs
 from cnncli.config import validate_train_config
 from cnncli.errors import UserError, reports_user_errors
+from cnncli.lr_finder import RangeTestFailed
 from cnncli.resume import override_key, resume_arguments
 
 log = logging.getLogger("cnncli")  # the terminal and train.log (conf/hydra/job_logging/run.yaml)
@@ -30,18 +32,16 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     """One run into the Hydra output folder; `callbacks` join the configured ones (cnncli tune's pruning)."""
     validate_train_config(cfg)  # plain values: a bad one is refused before torch is imported
     # torch and Lightning are imported here, not above: --help, --cfg job and a refused value never load them
-    import lightning as L
     from lightning.pytorch.callbacks import LambdaCallback
     from lightning.pytorch.utilities import rank_zero_only
 
-    from cnncli import checkpoint, optim, tasks
-    from cnncli.augment import build_augmentation
-    from cnncli.config import call_target
-    from cnncli.models import build_model, model_parts
+    from cnncli import optim, tasks
     from cnncli.resume import keep_metrics_csv, resume_checkpoint
-    from cnncli.trainer import ThreadChoice, build_trainer, check_speed_options, interrupted, prepare_model
+    from cnncli.trainer import build_trainer, check_speed_options, interrupted
 
-    optimization = optim.optimization(cfg)  # factories, checked now; the module builds them once
+    lr_auto = cfg.optimizer.get("lr") == "auto"  # a range test chooses it, below
+    # factories, checked now; the module builds them once
+    optimization = optim.optimization(with_lr(cfg, cfg.lr_find.min_lr) if lr_auto else cfg)
     check_speed_options(cfg)
     task_name = tasks.task_of(cfg)  # the data's: classification or segmentation
     tasks.check_model_fits(cfg.model._target_, task_name, cfg.data.get("name"))
@@ -54,24 +54,19 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     if resume and (done := finished(cfg, run_dir)):
         log.info(f"resume: nothing left to train in {run_dir}: {done}")
         return runs.read_summary(run_dir)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ignore_index = cfg.data.get("ignore_index") if task_name == "segmentation" else None  # masks move too
-    augment = build_augmentation(cfg.augmentation, cfg.data.image_size, ignore_index)
-    datamodule = call_target("data", cfg.data, augment=augment)
-    for key in ("num_classes", "class_names"):  # an image folder's classes are its class folders unless set
-        if cfg.data.get(key) is None and getattr(datamodule, key, None) is not None:
-            cfg.data[key] = getattr(datamodule, key)
-    # set before anything is computed: the data's statistics are float sums too, which the thread count changes
-    threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
-    model = build_model(cfg.model, starting_weights=not resume)  # resumed: last.ckpt holds every weight
-    datamodule.setup("fit")
-    run_config = OmegaConf.to_container(cfg, resolve=True)
     is_rank_zero = rank_zero_only.rank == 0  # under DDP only rank 0 writes files (Lightning: checkpoints, logs)
+    lr_found = None
+    if lr_auto:  # the range test first, on the run built alike; its suggestion is the run's rate
+        from cnncli import lr_finder
+
+        # a resumed run keeps the rate its own test chose
+        lr_found = (resume and lr_finder.recorded(run_dir)) or lr_finder.find_lr(cfg, run_dir if is_rank_zero else None)
+        cfg = with_lr(cfg, lr_found["suggestion"])  # config.yaml and the checkpoints record the rate chosen
+        optimization = optim.optimization(cfg)
+    datamodule, model, module, threads = build_run(cfg, optimization, starting_weights=not resume)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
     if is_rank_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
-    metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization, task_name)
-    head = model_parts(run_config["model"], model).head
-    module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
     if resume and is_rank_zero:  # Hydra wrote no .hydra/ for it (cnncli/resume.py): once last.ckpt has loaded
         overrides = list(HydraConfig.get().overrides.task)
         callbacks = (*callbacks, LambdaCallback(on_train_start=lambda *_: runs.write_overrides(run_dir, overrides)))
@@ -107,7 +102,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     summary = runs.summarize(run_dir, cfg, module.history, trainer.checkpoint_callback,
                              trainer.early_stopping_callback, params, time.perf_counter() - started, test={},
                              interrupted=trainer.interrupted, threads=threads.result)  # fmt: skip
-    summary |= {"task": task_name, "loss": cfg.loss}
+    summary |= {"task": task_name, "loss": cfg.loss} | ({"lr_find": lr_found} if lr_found else {})
     for logger in trainer.loggers:  # and where its weights are
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         logger.log_hyperparams({"best_checkpoint": summary["best_checkpoint"], "last_checkpoint": last})
@@ -128,6 +123,46 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     return summary
 
 
+def with_lr(cfg: DictConfig, lr: float) -> DictConfig:
+    """A copy of the run config with optimizer.lr set (schedules that name ${optimizer.lr} follow it)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.optimizer.lr = float(lr)
+    return cfg
+
+
+def build_run(cfg: DictConfig, optimization, starting_weights: bool = True):
+    """What a run config trains, seeded: the data module (set up for fit), the network, the task's
+    LightningModule and the run's CPU threads (a Lightning callback). The data module names an image
+    folder's classes into cfg.data when the config leaves them null."""
+    import lightning as L
+
+    from cnncli import checkpoint, tasks
+    from cnncli.augment import build_augmentation
+    from cnncli.config import call_target
+    from cnncli.models import build_model, model_parts
+    from cnncli.trainer import ThreadChoice, prepare_model
+
+    task_name = tasks.task_of(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    ignore_index = cfg.data.get("ignore_index") if task_name == "segmentation" else None  # masks move too
+    augment = build_augmentation(cfg.augmentation, cfg.data.image_size, ignore_index)
+    datamodule = call_target("data", cfg.data, augment=augment)
+    for key in ("num_classes", "class_names"):  # an image folder's classes are its class folders unless set
+        if cfg.data.get(key) is None and getattr(datamodule, key, None) is not None:
+            cfg.data[key] = getattr(datamodule, key)
+    # set before anything is computed: the data's statistics are float sums too, which the thread count changes
+    threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
+    model = build_model(cfg.model, starting_weights=starting_weights)  # resumed: last.ckpt holds every weight
+    datamodule.setup("fit")
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization, task_name)
+    head = model_parts(run_config["model"], model).head
+    task = tasks.module(task_name)
+    module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
+    return datamodule, model, module, threads
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 @reports_user_errors
 def main(cfg: DictConfig) -> None:
@@ -140,7 +175,8 @@ def main(cfg: DictConfig) -> None:
             train(cfg)
         except UserError as e:
             logfile.error(f"error: {e}")  # the terminal shows it as its error line
-            runs.release(run_dir, discard=True)  # a bad value or input before any training: no run folder left
+            # a bad value or input before any training: no run folder left; a failed range test: its curve is kept
+            runs.release(run_dir, discard=not isinstance(e, RangeTestFailed))
             raise
         return
     try:

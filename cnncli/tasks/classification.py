@@ -107,6 +107,9 @@ class ImageClassifier(L.LightningModule):
         self.history: list[dict] = []  # one row of epoch metrics per training epoch: curves.png, summary.json
         self._val_epoch: tuple[int, dict] | None = None
         self._epoch_started = 0.0
+        # a list while a learning-rate range test drives it (cnncli/lr_finder.py): each step's loss is kept, a
+        # non-finite loss ends the test (not the process), and no epoch lines are reported
+        self.range_losses: list[float] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -142,12 +145,18 @@ class ImageClassifier(L.LightningModule):
         loss = self._step(batch, "train")
         # Stop before the optimizer steps on it: the weights (and the checkpoints written at epoch ends) stay
         # finite. One read of the loss per step; on a GPU it waits for the step's kernels (a sync).
-        if not math.isfinite(loss.item()):
+        value = loss.item()
+        if self.range_losses is not None:
+            self.range_losses.append(value)
+        if not math.isfinite(value):
+            if self.range_losses is not None:  # the rate is past divergence: the test ends, the optimizer rests
+                self.trainer.should_stop = True
+                return None
             checkpoint = self.trainer.checkpoint_callback
             last = checkpoint.last_model_path if checkpoint else ""
             kept = f"its last good checkpoint is {last}" if last and Path(last).is_file() else "no checkpoint was saved"
             raise NonFiniteLoss(
-                f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx} of "
+                f"loss is {value} at epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx} of "
                 f"the epoch); the run stopped, {kept}. Lower optimizer.lr, set trainer.gradient_clip_val or check "
                 "the data"
             )
@@ -177,7 +186,7 @@ class ImageClassifier(L.LightningModule):
             row.update(self._val_epoch[1])
         row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.history.append(row)
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and self.range_losses is None:
             self.report(row, time.perf_counter() - self._epoch_started)
 
     def report(self, row: dict, seconds: float) -> None:
