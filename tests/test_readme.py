@@ -100,6 +100,7 @@ EXPECTED = {
     "eval": lambda out, place: (place / "run" / "eval.json").is_file() and "top-1" in out,
     "params": lambda out, place: "parameters" in out,
     "bench": lambda out, place: "infer img/s" in out,
+    "lr-find": lambda out, place: "train at it: cnncli train" in out,
     "predict": lambda out, place: "probability" in out,
     "export": lambda out, place: (place / "run" / "export" / "model.onnx").is_file(),
     "data": lambda out, place: ".png" in out,
