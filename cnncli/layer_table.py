@@ -361,12 +361,14 @@ class _Functional(TorchFunctionMode):
             layer = self.layers.get(id(args[1]))
             if layer is None or id(layer) != self.running():
                 return self.weights_used(func, args, kwargs, layer)
-        if func in self.MATMUL and len(args) == 2 and self.running() not in (None, *self.leaves):
+        running = self.running()
+        if func in self.MATMUL and len(args) == 2 and running in self.records and running not in self.leaves:
             a, b = args
-            if not any(id(t) in self.owners for t in (a, b)) and a.dim() >= 2 and b.dim() >= 2:
+            activations = all(isinstance(t, torch.Tensor) and t.dim() >= 2 and id(t) not in self.owners for t in args)
+            if activations:
                 out = self.quiet(func, args, kwargs)
                 m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-                record = self.records[self.running()]
+                record = self.records[running]
                 record.attention_macs += out.numel() * k
                 record.attention_terms.append(_term([*out.shape[:-2], *sorted((m, n, k), reverse=True)]))
                 return out
