@@ -52,11 +52,16 @@ def build_augmentation(cfg: DictConfig | None, image_size: int, ignore_index: in
     degrees = _fraction(cfg, "rotate", high=180)
     translate = _fraction(cfg, "translate", high=0.5)
     scale = _pair(cfg, "scale")
-    if degrees or translate or scale:
+    shear = _fraction(cfg, "shear", high=45)  # horizontal shear, degrees (one of LeCun et al.'s distortions)
+    if degrees or translate or scale or shear:
         steps.append(
             v2.RandomAffine(
-                degrees=degrees, translate=(translate, translate) if translate else None, scale=scale, fill=fill
-            )
+                degrees=degrees,
+                translate=(translate, translate) if translate else None,
+                scale=scale,
+                shear=(-shear, shear) if shear else None,
+                fill=fill,
+            )  # fmt: skip
         )
     hflip = _fraction(cfg, "hflip")
     if hflip:

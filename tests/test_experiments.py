@@ -23,7 +23,7 @@ EXPERIMENTS = sorted(path.stem for path in (config_dir() / "experiment").glob("*
 # what each lab is: model builder, data module, torch's optimizer and schedule (the header comment says why)
 LABS = {
     "digits_quick": ("lenet.lenet5", "digits.DigitsDataModule", "Adam", None),
-    "lenet5_mnist": ("lenet.lenet5", "mnist.MNISTData", "Adam", None),
+    "lenet5_mnist": ("lenet.lenet5", "mnist.MNISTData", "Adam", "CosineAnnealingLR"),
     "mlp_fashion_mnist": ("mlp.mlp", "mnist.FashionMNISTData", "Adam", None),
     "alexnet_chestxray": ("alexnet.alexnet", "folder.ImageFolderData", "Adam", "ReduceLROnPlateau"),
     "simple_cnn_signs": ("simple_cnn.simple_cnn", "hdf5.HDF5Data", "SGD", None),
@@ -70,6 +70,20 @@ def test_experiment_composes_into_a_valid_run_and_states_its_result(name):
         logits = net(torch.empty(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
     size, classes = cfg.data.image_size, cfg.data.num_classes
     assert logits.shape == ((2, classes, size, size) if name in SEGMENTATION else (2, classes))
+
+
+def test_the_lenet5_lab_decays_its_rate_and_distorts_its_images():
+    """LeCun et al.'s two aids, for >= 99.0% on MNIST in 20 epochs: a rate decreasing to 0 at the last epoch,
+    and random affine distortions of the training images (the network stays the course's LeNet-5)."""
+    from cnncli.augment import build_augmentation
+
+    cfg = composed("experiment=lenet5_mnist")
+    assert (cfg.model.variant, cfg.data.image_size, cfg.trainer.max_epochs) == ("modern", 32, 20)
+    assert (cfg.scheduler.T_max, cfg.scheduler.eta_min, cfg.callbacks.early_stopping) == (20, 0.0, None)
+    (affine,) = build_augmentation(cfg.augmentation, 32).transforms
+    assert (affine.degrees, affine.translate, affine.scale, affine.shear) == ([-10.0, 10.0], (0.1, 0.1), (0.9, 1.1),
+                                                                           [-10.0, 10.0])  # fmt: skip
+    assert "expected >= 99.0% test top-1 on MNIST" in (config_dir() / "experiment" / "lenet5_mnist.yaml").read_text()
 
 
 def test_the_papers_schedules_are_kept():
