@@ -14,8 +14,22 @@
   occlusion    the occlusion sensitivity of Zeiler & Fergus (captum Occlusion): a patch of the training set's
                mean grey slides over the image; each pixel shows the probability of the class with the patch
                over it (averaged over the patch positions that cover it). The map is also saved as .npy.
-cam and occlusion explain one class score of the whole image: a segmentation checkpoint (a score map per
-class) is refused in one line naming featuremaps and filters, which fit it.
+  deconv       Zeiler & Fergus's deconvnet: the strongest activation of each of the `top_k` most active maps of
+               `layer` (default: the last conv layer) projected back to pixels: the gradient of that one unit
+               with every ReLU passing back only the positive part of the signal (its forward mask ignored),
+               max-pool switches and transposed filters being what autograd does anyway.
+  guided       the same units by guided backpropagation (Springenberg et al. 2015): a ReLU passes back the
+               positive signal only where its input was positive (deconvnet and gradient rules combined).
+  guided_gradcam  Selvaraju et al. 2017: the guided backpropagation of the class score times Grad-CAM's map:
+               fine detail (guided) restricted to where the class is (Grad-CAM).
+  attention    a vision transformer's attention rollout (Abnar & Zuidema 2020): each block's attention,
+               averaged over heads, plus the identity (the residual path), rows renormalized, multiplied
+               through the blocks; the class token's row over the patch grid, upsampled and overlaid. A second
+               PNG shows each block's own class-token attention.
+cam, occlusion and guided_gradcam explain one class score of the whole image: a segmentation checkpoint (a
+score map per class) is refused in one line naming the modes that fit it. The deconvnet and guided rules are
+ReLU's: a network that computes no ReLU (tanh LeNet-5s, GELU ConvNeXt and transformers) is refused likewise;
+the rules are applied to every ReLU it computes, as nn.ReLU modules or F.relu calls (ResNet-20's).
 
 The image is read and converted (channels, size, the run's normalization) exactly as `cnncli predict` does.
 Each file's name carries what decides its picture, so that no output replaces another: the mode, the
@@ -28,9 +42,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from captum.attr import LayerActivation, LayerAttribution, LayerGradCam, Occlusion
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torchvision.models import SwinTransformer, VisionTransformer
 from torchvision.transforms import v2
 
 from cnncli import config_dir
@@ -52,7 +69,8 @@ NO_FEATURE_MAPS = {
 }
 
 
-CLASS_SCORE_MODES = ("cam", "occlusion")  # they need one score per class for the image
+CLASS_SCORE_MODES = ("cam", "occlusion", "guided_gradcam")  # they need one score per class for the image
+RELU_MODES = ("deconv", "guided", "guided_gradcam")
 
 
 def visualize(cfg: DictConfig) -> list[Path]:
@@ -61,7 +79,7 @@ def visualize(cfg: DictConfig) -> list[Path]:
     if net.task == "segmentation" and cfg.mode in CLASS_SCORE_MODES:
         raise UserError(
             f"viz {cfg.mode} explains a classifier's score of one class for the whole image; {cfg.ckpt_path} is a "
-            "segmentation network (a score per pixel): viz featuremaps and viz filters fit it"
+            f"segmentation network (a score per pixel): the modes that fit it: {', '.join(fitting_modes(net))}"
         )
     out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path)) / "viz"
     check_output_folder("out", out)
@@ -71,7 +89,8 @@ def visualize(cfg: DictConfig) -> list[Path]:
         written = filters(cfg, net, out)
     else:
         x, picture = load_image(cfg.image, net)
-        draw = {"featuremaps": featuremaps, "cam": cam, "occlusion": occlusion}[cfg.mode]
+        draw = {"featuremaps": featuremaps, "cam": cam, "occlusion": occlusion, "deconv": projections,
+                "guided": projections, "guided_gradcam": guided_gradcam, "attention": attention}[cfg.mode]  # fmt: skip
         written = draw(cfg, net, x, picture, out / f"{cfg.mode}_{name_part(Path(cfg.image).stem)}")
     for path in written:
         # the same name means the same mode, image and options: a file replaced is said so, never silently
@@ -379,3 +398,259 @@ def occlusion(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, s
 def show_picture(ax, picture: np.ndarray, title: str) -> None:
     ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=10)
+
+
+# -------------------------------------------------------------------------- deconvnet, guided, attention
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """Zeiler & Fergus's deconvnet rule: the backward signal rectified, whatever the forward input was."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """Guided backpropagation: the backward signal rectified, and passed only where the input was positive."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (x > 0)
+
+
+RULES = {"deconv": _DeconvReLU, "guided": _GuidedReLU}
+RELUS = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
+
+
+class ReluRule(TorchFunctionMode):
+    """Every ReLU the network computes, an nn.ReLU module's or a forward's own F.relu (in place or not),
+    computed by `rule` (its backward pass is the rule); `calls` counts them."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule, self.calls = rule, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in RELUS:
+            self.calls += 1
+            return self.rule.apply(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def computes_relu(model: nn.Module, x: torch.Tensor) -> bool:
+    with torch.no_grad(), ReluRule(_DeconvReLU) as mode:
+        model(x)
+    return mode.calls > 0
+
+
+def is_vision_transformer(model: nn.Module) -> bool:
+    """torchvision's ViT (vit_b_16, vit_b_32, vit_tiny): a class token and nn.MultiheadAttention blocks."""
+    return isinstance(model, VisionTransformer)
+
+
+def fitting_modes(net: CheckpointModel, x: torch.Tensor | None = None) -> list[str]:
+    """The viz modes that can explain this network (for the line that refuses one that cannot)."""
+    x = torch.zeros(1, net.channels, net.image_size, net.image_size) if x is None else x
+    shapes = feature_map_layers(net.model, x)
+    classifier = net.task != "segmentation"
+    relu = bool(shapes) and computes_relu(net.model, x)
+    convs = any(isinstance(m, nn.Conv2d) for m in net.model.modules())
+    wanted = {
+        "featuremaps": bool(shapes), "filters": convs, "cam": bool(shapes) and classifier, "occlusion": classifier,
+        "deconv": relu, "guided": relu, "guided_gradcam": relu and classifier,
+        "attention": is_vision_transformer(net.model),
+    }  # fmt: skip
+    return [mode for mode, fits in wanted.items() if fits]
+
+
+def require_relu(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor) -> None:
+    if not computes_relu(net.model, x):
+        kinds = ", ".join(dict.fromkeys(type(m).__name__ for m in net.model.modules() if not list(m.children())))
+        raise UserError(
+            f"viz {cfg.mode} applies a rule for ReLUs (Zeiler & Fergus; Springenberg et al.), and this network "
+            f"computes none (its layers: {kinds}); the modes that fit it: {', '.join(fitting_modes(net, x))}"
+        )
+
+
+def strongest_units(maps: torch.Tensor, count: int) -> list[tuple[int, int, int, float]]:
+    """(map, row, column, activation) of the strongest unit of each of the `count` most active maps."""
+    peaks, where = maps.flatten(1).max(dim=1)
+    order = peaks.argsort(descending=True)[:count]
+    width = maps.shape[-1]
+    return [(int(c), int(where[c]) // width, int(where[c]) % width, float(peaks[c])) for c in order]
+
+
+def project_units(model: nn.Module, layer: nn.Module, x: torch.Tensor, rule, count: int):
+    """The input-space projection of the strongest unit of each of the `count` most active maps of `layer`,
+    by `rule` (deconvnet or guided), and those units."""
+    saved = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: saved.update(maps=output))
+    x = x.clone().requires_grad_()
+    try:
+        with torch.enable_grad(), ReluRule(rule):
+            model(x)
+    finally:
+        handle.remove()
+    maps = saved["maps"][0]
+    units = strongest_units(maps.detach(), count)
+    projections = []
+    for k, (c, i, j, _) in enumerate(units):
+        (gradient,) = torch.autograd.grad(maps[c, i, j], x, retain_graph=k < len(units) - 1)
+        projections.append(gradient[0].detach())
+    return projections, units
+
+
+def signed_picture(projection: torch.Tensor) -> np.ndarray:
+    """A projection in pixel space for imshow: 0 is mid grey, the largest magnitude black or white."""
+    scaled = projection / (2 * projection.abs().max().clamp(min=1e-12)) + 0.5
+    return as_picture(scaled.clamp(0, 1))
+
+
+def projections(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
+    require_relu(cfg, net, x)
+    shapes = feature_map_layers(net.model, x)
+    modules = dict(net.model.named_modules())
+    convs = [name for name in shapes if isinstance(modules[name], CONV)]
+    name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else (convs or list(shapes))[-1]
+    count = min(cfg.top_k, shapes[name][0])
+    found, units = project_units(net.model, modules[name], x, RULES[cfg.mode], count)
+    how = "deconvnet (Zeiler & Fergus)" if cfg.mode == "deconv" else "guided backpropagation"
+    print(f"{name}: the strongest unit of its {count} most active maps, projected to pixels by {how}")
+    titles = ["input"] + [f"map {c} ({i},{j}): {a:.2f}" for c, i, j, a in units]
+    path = Path(f"{stem}_{name_part(name)}_top{count}.png")
+    plot_image_grid(
+        [picture, *(signed_picture(p) for p in found)],
+        titles,
+        path,
+        title=f"{how}: {describe(name, modules[name], shapes[name])}, the strongest unit of its {count} most "
+        f"active maps, in pixels (grey 0)   ({Path(cfg.image).name})",
+    )
+    return [path]
+
+
+def guided_gradcam(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
+    require_relu(cfg, net, x)
+    shapes = feature_map_layers(net.model, x)
+    modules = dict(net.model.named_modules())
+    name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else default_cam_layer(net.model, shapes)
+    with torch.no_grad():
+        probabilities = net.model(x).softmax(dim=1)[0]
+    target = target_class(cfg, net, probabilities)
+    heat = LayerGradCam(net.model, modules[name]).attribute(x, target=target, relu_attributions=True)
+    heat = LayerAttribution.interpolate(heat, (net.image_size, net.image_size), interpolate_mode="bilinear")[0, 0]
+    heat = (heat / heat.max().clamp(min=1e-12)).detach()
+    pixels = x.clone().requires_grad_()
+    with torch.enable_grad(), ReluRule(_GuidedReLU):
+        score = net.model(pixels)[0, target]
+    (guided,) = torch.autograd.grad(score, pixels)
+    combined = guided[0] * heat  # Grad-CAM's map gates the guided backpropagation, pixel by pixel
+    name_of = net.class_names[target]
+    print(f"guided Grad-CAM of class {name_of!r} (p = {probabilities[target]:.3f}), Grad-CAM at layer {name}")
+    fig, axes = plt.subplots(1, 4, figsize=(14, 4.0))
+    show_picture(axes[0], picture, f"{Path(cfg.image).name}: p({name_of!r}) = {probabilities[target]:.3f}")
+    image = axes[1].imshow(heat.numpy(), cmap="jet", vmin=0, vmax=1)
+    fig.colorbar(image, ax=axes[1], fraction=0.046)
+    axes[1].set_title(f"Grad-CAM, layer {name}", fontsize=10)
+    show_picture(axes[2], signed_picture(guided[0]), "guided backpropagation")
+    show_picture(axes[3], signed_picture(combined), f"guided Grad-CAM of {name_of!r}")
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(f"{stem}_layer{name_part(name)}_class{name_part(name_of)}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def attention_weights(model: VisionTransformer, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each encoder block's attention weights for one image, averaged over its heads: [tokens, tokens]."""
+    weights, handles = [], []
+
+    def ask(module, args, kwargs):  # torchvision's blocks call it with need_weights=False
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": True}
+
+    def keep(module, args, kwargs, output):
+        weights.append(output[1][0].detach())
+
+    for block in model.encoder.layers:
+        handles.append(block.self_attention.register_forward_pre_hook(ask, with_kwargs=True))
+        handles.append(block.self_attention.register_forward_hook(keep, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return weights
+
+
+def rollout(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Abnar & Zuidema's attention rollout: the residual path added as the identity, rows renormalized, the
+    blocks multiplied from the first: how much each token's final state draws on each input token."""
+    tokens = weights[0].shape[0]
+    result = torch.eye(tokens)
+    for attention in weights:
+        mixed = 0.5 * attention + 0.5 * torch.eye(tokens)
+        result = (mixed / mixed.sum(dim=-1, keepdim=True)) @ result
+    return result
+
+
+def attention(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
+    if not is_vision_transformer(net.model):
+        windows = (
+            " (Swin attends within windows and has no class token)" if isinstance(net.model, SwinTransformer) else ""
+        )
+        raise UserError(
+            f"viz attention draws a vision transformer's attention of its class token over the image patches; "
+            f"this network is a {type(net.model).__name__}{windows}: the modes that fit it: "
+            f"{', '.join(fitting_modes(net, x))}"
+        )
+    weights = attention_weights(net.model, x)
+    grid = net.image_size // net.model.patch_size
+    with torch.no_grad():
+        probabilities = net.model(x).softmax(dim=1)[0]
+    predicted = net.class_names[int(probabilities.argmax())]
+
+    def on_image(row: torch.Tensor) -> np.ndarray:  # the class token's weights over the patches, at pixel size
+        patches = row[1:].reshape(1, 1, grid, grid)
+        upsampled = F.interpolate(patches, size=(net.image_size, net.image_size), mode="bilinear", align_corners=False)
+        return (upsampled[0, 0] / upsampled.max().clamp(min=1e-12)).numpy()
+
+    rolled = on_image(rollout(weights)[0])
+    print(
+        f"predicted {predicted!r} (p = {probabilities.max():.3f}); attention rollout of the class token through "
+        f"{len(weights)} blocks over a {grid}x{grid} grid of {net.model.patch_size}x{net.model.patch_size} patches"
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    show_picture(axes[0], picture, f"{Path(cfg.image).name}: predicted {predicted!r}")
+    image = axes[1].imshow(rolled, cmap="jet", vmin=0, vmax=1)
+    fig.colorbar(image, ax=axes[1], fraction=0.046)
+    axes[1].set_title(f"attention rollout, {len(weights)} blocks", fontsize=10)
+    show_picture(axes[2], picture, "overlaid")
+    axes[2].imshow(rolled, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path, layers = Path(f"{stem}.png"), Path(f"{stem}_blocks.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    plot_image_grid(
+        [on_image(w[0]) for w in weights],
+        [f"block {n}" for n in range(len(weights))],
+        layers,
+        title=f"each block's attention of the class token to the patches (heads averaged)   ({Path(cfg.image).name})",
+        scale_each=True,
+        cmap="jet",
+    )
+    return [path, layers]

@@ -17,9 +17,20 @@ from cnncli.errors import ConfigError
 from cnncli.models.googlenet import googlenet
 from cnncli.models.lenet import lenet5
 from cnncli.models.nin import nin
-from cnncli.visualize import default_cam_layer, feature_map_layers, reaches_classifier_by_global_average, visualize
+from cnncli.visualize import (
+    _DeconvReLU,
+    _GuidedReLU,
+    attention_weights,
+    computes_relu,
+    default_cam_layer,
+    feature_map_layers,
+    project_units,
+    reaches_classifier_by_global_average,
+    rollout,
+    visualize,
+)
 
-MODES = ("featuremaps", "filters", "cam", "occlusion")
+MODES = ("featuremaps", "filters", "cam", "occlusion", "deconv", "guided", "guided_gradcam")
 
 
 def assert_picture(path, size):
@@ -88,7 +99,8 @@ def test_every_written_file_is_printed(lenet_viz):
     out, stdout = lenet_viz
     printed = {line for line in stdout.splitlines() if line.startswith(str(out))}
     assert printed == {str(p) for p in out.iterdir()}
-    assert len(printed) == 4 + 2 + 1 + 2  # four layers' maps, kernels + maximized, cam, occlusion png + npy
+    # four layers' maps, kernels + maximized, cam, occlusion png + npy, deconv, guided, guided Grad-CAM
+    assert len(printed) == 4 + 2 + 1 + 2 + 1 + 1 + 1
 
 
 def test_featuremaps_one_grid_per_conv_and_pool_layer(lenet_viz):
@@ -205,7 +217,8 @@ def test_unknown_mode_is_refused(monkeypatch, capsys):
         command_line(["saliency", "ckpt_path=x.ckpt"])
     assert exit.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "error: unknown viz mode 'saliency'; choose from: featuremaps, filters, cam, occlusion"
+        "error: unknown viz mode 'saliency'; choose from: featuremaps, filters, cam, occlusion, deconv, guided, "
+        "guided_gradcam, attention"
     )
 
 
@@ -293,4 +306,125 @@ def test_a_unet_shows_its_up_convolutions_and_filters_and_refuses_cam(unet_run, 
                          f"out={tmp_path / 'cam'}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: viz cam explains a classifier's score of one class for the whole image")
-    assert result.stderr.strip().endswith("viz featuremaps and viz filters fit it") and not (tmp_path / "cam").exists()
+    assert result.stderr.strip().endswith("the modes that fit it: featuremaps, filters, deconv, guided")
+    assert not (tmp_path / "cam").exists()
+
+
+# ----------------------------------------------------------------------------- deconvnet, guided, attention
+
+
+def test_deconv_guided_and_guided_gradcam_pictures(lenet_viz):
+    out, stdout = lenet_viz
+    assert_picture(out / "deconv_three_3_top9.png", (1280, 390))  # input + 9 projections: two rows of 8
+    assert_picture(out / "guided_three_3_top9.png", (1280, 390))
+    assert_picture(out / "guided_gradcam_three_layer5_class3.png", (1400, 400))
+    assert "3: the strongest unit of its 9 most active maps, projected to pixels by deconvnet" in stdout
+
+
+def test_deconv_of_a_first_layer_unit_is_its_filter_in_its_receptive_field(short_run, three):
+    """Below C1 there is no ReLU: the projection of C1's unit (c, i, j) is its 5x5 kernel placed on the unit's
+    receptive field, zero everywhere else (the input is the network's normalized one, so exactly the kernel)."""
+    from cnncli.commands.predict import CheckpointModel
+    from cnncli.visualize import load_image
+
+    net = CheckpointModel(str(short_run / "checkpoints" / "best.ckpt"), trust_code=False)
+    x, _ = load_image(str(three), net)
+    conv = net.model[0]
+    found, units = project_units(net.model, conv, x, _DeconvReLU, count=6)
+    assert [c for c, *_ in units] != [] and len(found) == 6
+    with torch.no_grad():
+        maps = conv(x)[0]
+    for projection, (c, i, j, activation) in zip(found, units):
+        assert activation == pytest.approx(maps[c].max().item())  # each map's strongest unit
+        assert torch.equal(projection[0, i : i + 5, j : j + 5], conv.weight[c, 0].detach())
+        outside = projection.clone()
+        outside[0, i : i + 5, j : j + 5] = 0
+        assert not outside.any()
+    assert [a for *_, a in units] == sorted((a for *_, a in units), reverse=True)  # the most active maps first
+
+
+def test_the_rules_differ_from_each_other_and_from_the_gradient(short_run, three):
+    """Above C3's ReLU the three backward passes part: the gradient masks by the forward input, the
+    deconvnet rectifies the signal only, guided backpropagation does both."""
+    from cnncli.commands.predict import CheckpointModel
+    from cnncli.visualize import load_image
+
+    net = CheckpointModel(str(short_run / "checkpoints" / "best.ckpt"), trust_code=False)
+    x, _ = load_image(str(three), net)
+    deconv, units = project_units(net.model, net.model[5], x, _DeconvReLU, count=3)
+    guided, same = project_units(net.model, net.model[5], x, _GuidedReLU, count=3)
+    assert units == same
+    pixels = x.clone().requires_grad_()
+    saved = {}
+    handle = net.model[5].register_forward_hook(lambda m, i, o: saved.update(maps=o))
+    net.model(pixels)
+    handle.remove()
+    c, i, j, _ = units[0]
+    (gradient,) = torch.autograd.grad(saved["maps"][0, c, i, j], pixels)
+    assert not torch.allclose(deconv[0], guided[0]) and not torch.allclose(deconv[0], gradient[0])
+    assert (guided[0] != 0).sum() <= (deconv[0] != 0).sum()  # the forward mask only removes paths
+
+
+def test_relus_computed_by_f_relu_get_the_rule_too(sweep):
+    """ResNet-20's blocks call F.relu (no nn.ReLU module): the rule still applies, and a network of GELUs has none."""
+    from cnncli.commands.predict import CheckpointModel
+    from cnncli.models.convnext import convnext_tiny
+
+    resnet = CheckpointModel(str(sweep["resnet20"]), trust_code=False)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in resnet.model.modules())
+    assert computes_relu(resnet.model, torch.zeros(1, 1, 32, 32))
+    assert not computes_relu(convnext_tiny(num_classes=10, image_size=32).eval(), torch.zeros(1, 3, 32, 32))
+
+
+def test_rollout_adds_the_residual_path_and_multiplies_through_the_blocks():
+    uniform = torch.full((3, 3), 1 / 3)
+    one = rollout([uniform])
+    assert torch.allclose(one, 0.5 * uniform + 0.5 * torch.eye(3))
+    two = rollout([uniform, torch.eye(3)])  # a block attending to itself only changes nothing
+    assert torch.allclose(two, one) and torch.allclose(rollout([uniform] * 4).sum(dim=1), torch.ones(3))
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    """A two-block vit_tiny, one epoch of two batches on the digits."""
+    folder = tmp_path_factory.mktemp("vit")
+    result = cnncli("train", f"hydra.run.dir={folder / 'run'}", "model=vit_tiny", "model.num_layers=2",
+                    "model.hidden_dim=32", "model.num_heads=2", "model.mlp_dim=64", "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false", *QUIET,
+                    cwd=folder)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder / "run" / "checkpoints" / "best.ckpt"
+
+
+@pytest.mark.slow
+def test_attention_rollout_of_a_vit(tiny_vit, three, tmp_path):
+    from cnncli.commands.predict import CheckpointModel
+
+    result = cnncli("viz", "attention", f"ckpt_path={tiny_vit}", f"image={three}", f"out={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_picture(tmp_path / "attention_three.png", (1200, 440))
+    assert (tmp_path / "attention_three_blocks.png").is_file()
+    assert "attention rollout of the class token through 2 blocks over a 8x8 grid of 4x4 patches" in result.stdout
+    net = CheckpointModel(str(tiny_vit), trust_code=False)
+    weights = attention_weights(net.model, torch.zeros(1, 1, 32, 32))
+    assert [w.shape for w in weights] == [(65, 65)] * 2  # the class token and 64 patches, per block
+    assert torch.allclose(weights[0].sum(dim=1), torch.ones(65))  # softmax rows, heads averaged
+    assert torch.backends.mha.get_fastpath_enabled() and all(
+        not m._forward_pre_hooks for m in net.model.modules())  # fmt: skip
+
+
+@pytest.mark.slow
+def test_each_mode_refuses_what_it_cannot_explain_naming_those_that_fit(tiny_vit, short_run, three, tmp_path):
+    args = (f"image={three}", f"out={tmp_path}")
+    result = cnncli_here("viz", "deconv", f"ckpt_path={tiny_vit}", *args, cwd=tmp_path)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: viz deconv applies a rule for ReLUs (Zeiler & Fergus; Springenberg et al.)")
+    assert result.stderr.strip().endswith("the modes that fit it: featuremaps, filters, cam, occlusion, attention")
+    result = cnncli_here("viz", "attention", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", *args,
+                         cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "error: viz attention draws a vision transformer's attention of its class token over the image patches; "
+        "this network is a Sequential: the modes that fit it: featuremaps, filters, cam, occlusion, deconv, guided, "
+        "guided_gradcam"
+    )
+    assert not list(tmp_path.glob("*.png"))

@@ -18,6 +18,11 @@ MODES = {
     "cam": "a classifier's CAM (global-average-pooling models) or Grad-CAM of the predicted class (or target=CLASS) "
     "on image=FILE",
     "occlusion": "a classifier's class probability as a grey patch slides over image=FILE (Zeiler & Fergus)",
+    "deconv": "Zeiler & Fergus's deconvnet: the strongest unit of the top_k most active maps of layer=NAME, "
+    "projected back to the pixels of image=FILE",
+    "guided": "the same units projected by guided backpropagation (Springenberg et al.)",
+    "guided_gradcam": "a classifier's guided backpropagation times Grad-CAM for the predicted class (or target=CLASS)",
+    "attention": "a vision transformer's attention rollout of its class token over image=FILE (Abnar & Zuidema)",
 }
 
 
@@ -30,6 +35,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.mode != "filters" and cfg.image is None:
         raise UserError(f"viz {cfg.mode} needs an image: image=FILE")
     check_number(cfg, "max_maps", 1, integer=True)
+    check_number(cfg, "top_k", 1, integer=True)
     check_number(cfg, "ascent.steps", 1, integer=True)
     check_number(cfg, "ascent.lr", 0, open_low=True)
     check_number(cfg, "ascent.l2", 0)
