@@ -25,6 +25,10 @@ Every file a stage needs is checked once at setup (`check_images`): `full` decod
 data is damaged then stops the run when the loader reaches it, still as one line naming the file). An
 unreadable file stops the run with one line naming it, or with `skip_corrupt: true` is left out and counted
 in a warning.
+
+`cache: ram | disk` decodes and resizes each file once (cnncli/data/cache.py): the splits a stage needs are
+cached at setup, which is then their full image check (check_images does not apply), and each image is read
+from the cache as uint8, then augmented and normalized as above (the statistics pass reads it too).
 """
 
 import logging
@@ -39,8 +43,19 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import make_dataset
 from torchvision.transforms import v2
 
+from cnncli.data.cache import ImageCache, check_cache, chw, decode_threads, load
 from cnncli.data.common import SPLITS, check_fraction, check_normalization, class_weights, stratified_split
-from cnncli.data.images import IMAGE_EXTENSIONS, MODES, RESIZE, UnreadableImage, check_header, load_image, read
+from cnncli.data.images import (
+    IMAGE_EXTENSIONS,
+    MODES,
+    RESIZE,
+    UnreadableImage,
+    check_header,
+    fit,
+    load_image,
+    pixels,
+    read,
+)
 from cnncli.errors import ConfigError, UserError, check_choice
 
 log = logging.getLogger(__name__)
@@ -57,23 +72,36 @@ STAGE_SPLITS = {"fit": SPLITS, "validate": ("val",), "test": ("test",), "predict
 
 
 class ImageFiles(Dataset):
-    """(path, label) samples -> (float image [C, S, S], label), augmented then normalized when given."""
+    """(path, label) samples -> (float image [C, S, S], label), augmented then normalized when given. With a
+    cache, sample i is its row rows[i], already loaded and resized."""
 
     def __init__(
-        self, samples: list[tuple[str, int]], channels: int, size: int, resize: str, augment=None, normalize=None
+        self,
+        samples: list[tuple[str, int]],
+        channels: int,
+        size: int,
+        resize: str,
+        augment=None,
+        normalize=None,
+        cache: ImageCache | None = None,
+        rows: list[int] | None = None,
     ):
         self.samples, self.channels, self.size, self.resize = samples, channels, size, resize
         self.augment, self.normalize = augment, normalize
+        self.cache, self.rows = cache, rows
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        try:
-            image = torch.from_numpy(read(path, self.channels, self.size, self.resize))  # cnncli/data/images.py
-        except UnreadableImage as e:  # damage the setup check did not look for (check_images: header)
-            raise UnreadableImage(f"{e} ({LOADER_HINT})") from None
+        if self.cache is not None:  # uint8 [C, S, S] -> float as read() makes it (pixels() takes [H, W, C])
+            image = torch.from_numpy(pixels(self.cache.images[self.rows[i]].transpose(1, 2, 0)))
+        else:
+            try:
+                image = torch.from_numpy(read(path, self.channels, self.size, self.resize))  # cnncli/data/images.py
+            except UnreadableImage as e:  # damage the setup check did not look for (check_images: header)
+                raise UnreadableImage(f"{e} ({LOADER_HINT})") from None
         if self.augment is not None:
             image = self.augment(image)
         if self.normalize is not None:
@@ -120,6 +148,8 @@ class ImageFolderData(L.LightningDataModule):
         normalization_samples: int = 2000,
         check_images: str = "full",
         skip_corrupt: bool = False,
+        cache: str = "none",
+        cache_dir: str = "outputs/cache",
         augment=None,
     ):
         super().__init__()
@@ -155,6 +185,10 @@ class ImageFolderData(L.LightningDataModule):
         self.class_weights: torch.Tensor | None = None  # loss weights, known after setup("fit")
         self.resize, self.num_workers, self.normalization_samples = resize, num_workers, normalization_samples
         self.check_images, self.skip_corrupt = check_images, skip_corrupt
+        # absolute now: the cache stays where the run started, whatever the working directory later is
+        self.cache, self.cache_dir = check_cache(cache), Path(cache_dir).expanduser().absolute()
+        self.caches: dict[str, ImageCache] = {}  # each cached split's images (cache: ram or disk)
+        self.rows: dict[str, list[int]] = {}  # the cache rows of each split's readable samples
         self.augment = augment
         self.merged_note = ""  # set when a small val folder is merged into train
         self.samples: dict[str, list[tuple[str, int]]] | None = None  # the file listing, before the image check
@@ -177,17 +211,18 @@ class ImageFolderData(L.LightningDataModule):
             labels = torch.tensor([label for _, label in self.checked["train"]])
             self.class_weights = class_weights(self.class_weights_setting, labels, self.num_classes)
         if self.normalization is None:
-            self.normalization = self._statistics(self.checked["train"])
+            self.normalization = self._statistics()
         normalize = v2.Normalize(self.normalization["mean"], self.normalization["std"])
         for split in needed:
-            self.splits[split] = ImageFiles(
-                self.checked[split],
-                self.channels,
-                self.image_size,
-                self.resize,
-                self.augment if split == "train" else None,
-                normalize,
-            )
+            self.splits[split] = self._dataset(split, None, self.augment if split == "train" else None, normalize)
+
+    def _dataset(self, split: str, pick: list[int] | None = None, augment=None, normalize=None) -> ImageFiles:
+        """The split's readable samples (those at `pick` in it), read from the split's cache if there is one."""
+        samples, rows = self.checked[split], self.rows[split]
+        if pick is not None:
+            samples, rows = [samples[i] for i in pick], [rows[i] for i in pick]
+        cache = self.caches.get(split)
+        return ImageFiles(samples, self.channels, self.image_size, self.resize, augment, normalize, cache, rows)
 
     def _classes(self, num_classes: int | None, class_names: list | None) -> tuple[Path, dict, list[str]]:
         """(the folder holding the class folders, the split folders, the class names): the sorted class
@@ -266,33 +301,53 @@ class ImageFolderData(L.LightningDataModule):
         return {"train": pool, **splits}
 
     def _check(self, splits: list[str]) -> None:
-        """Every file of these splits readable (check_images), or left out with skip_corrupt; class checks."""
+        """Every file of these splits readable (check_images, or the cache's build), or left out with
+        skip_corrupt; class checks."""
+        skipped = []
+        for split in splits:
+            samples = self.samples[split]
+            if self.cache == "none":
+                errors = self._check_files(samples)
+            else:
+                self.caches[split] = load(
+                    self.cache,
+                    f"{self.name} {split}",
+                    [(path,) for path, _ in samples],
+                    self._decode,
+                    (self.channels, self.image_size, self.image_size),
+                    settings={"resize": self.resize},
+                    cache_dir=self.cache_dir,
+                )
+                errors = [self.caches[split].unreadable.get(row) for row in range(len(samples))]
+            bad = [e for e in errors if e is not None]
+            if bad and not self.skip_corrupt:
+                more = (
+                    f"and {len(bad) - 1} more; {SKIP_HINT.format('them')}" if len(bad) > 1 else SKIP_HINT.format("it")
+                )
+                raise UnreadableImage(f"{bad[0]} ({more})")
+            skipped += bad
+            self.rows[split] = [row for row, e in enumerate(errors) if e is None]
+            self.checked[split] = [samples[row] for row in self.rows[split]]
+            self._check_classes(split, self.checked[split])
+        if skipped:
+            log.warning(
+                "skipped %d unreadable image file(s) (data.skip_corrupt=true), first: %s", len(skipped), skipped[0]
+            )
+
+    def _check_files(self, samples: list[tuple[str, int]]) -> list[str | None]:
+        """The error line of each unreadable file (None: readable), by check_images."""
         check = (
             check_header
             if self.check_images == "header"
             else (lambda path: load_image(path, MODES[self.channels], self.image_size))
         )
-        skipped = []
-        # threads: PIL decodes without holding the GIL
-        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            for split in splits:
-                samples = self.samples[split]
-                errors = list(pool.map(lambda sample: _error(check, sample[0]), samples))
-                bad = [e for e in errors if e is not None]
-                if bad and not self.skip_corrupt:
-                    more = (
-                        f"and {len(bad) - 1} more; {SKIP_HINT.format('them')}"
-                        if len(bad) > 1
-                        else SKIP_HINT.format("it")
-                    )
-                    raise UnreadableImage(f"{bad[0]} ({more})")
-                skipped += bad
-                self.checked[split] = [s for s, e in zip(samples, errors) if e is None]
-                self._check_classes(split, self.checked[split])
-        if skipped:
-            log.warning(
-                "skipped %d unreadable image file(s) (data.skip_corrupt=true), first: %s", len(skipped), skipped[0]
-            )
+        with ThreadPoolExecutor(max_workers=decode_threads()) as pool:  # PIL decodes without holding the GIL
+            return list(pool.map(lambda sample: _error(check, sample[0]), samples))
+
+    def _decode(self, files: tuple[str]) -> tuple:
+        """One file as its cache row holds it: loaded and resized as read() does it, uint8 [C, S, S]."""
+        picture = load_image(files[0], MODES[self.channels], self.image_size)
+        return chw(fit(picture, self.image_size, self.resize)), None
 
     def _check_classes(self, split: str, samples: list[tuple[str, int]]) -> None:
         labels = [label for _, label in samples]
@@ -306,14 +361,14 @@ class ImageFolderData(L.LightningDataModule):
             missing = [name for i, name in enumerate(self.class_names) if i not in set(labels)]
             raise UserError(f"{where}: no training images of class {', '.join(missing)}")
 
-    def _statistics(self, samples: list[tuple[str, int]]) -> dict[str, list[float]]:
+    def _statistics(self) -> dict[str, list[float]]:
         """Per-channel mean and std (as torch.std: n - 1) of up to normalization_samples training images,
         as the model sees them (converted and resized, before augmentation)."""
-        if len(samples) > self.normalization_samples:
+        pick, count = None, len(self.checked["train"])
+        if count > self.normalization_samples:
             generator = torch.Generator().manual_seed(self.split_seed)
-            pick = torch.randperm(len(samples), generator=generator)[: self.normalization_samples].sort().values
-            samples = [samples[i] for i in pick.tolist()]
-        loader = self._loader(ImageFiles(samples, self.channels, self.image_size, self.resize), persistent=False)
+            pick = torch.randperm(count, generator=generator)[: self.normalization_samples].sort().values.tolist()
+        loader = self._loader(self._dataset("train", pick), persistent=False)
         total = torch.zeros(self.channels, dtype=torch.float64)
         squares, count = torch.zeros_like(total), 0
         for images, _ in loader:

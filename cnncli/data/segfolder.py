@@ -11,6 +11,10 @@ PNG ("P" mode, as VOC's masks) is read by its indices. An RGB mask is mapped to 
 (cnncli/data/images.py: converted to data.channels, stretched to image_size x image_size, bilinear); masks
 are resized nearest-neighbour, so a class id is never blended. Every file is read once, at setup; a mask
 that does not fit its image or the classes stops the run with one line naming the file.
+
+The images and masks are held in memory in any case (decoded in threads). `cache: ram` holds them in shared
+memory, its size said first and refused when it does not fit; `cache: disk` keeps them in a memory-mapped
+file that later runs of the same files and size read instead of decoding again (cnncli/data/cache.py).
 """
 
 import math
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnncli.data.cache import check_cache, chw, load
 from cnncli.data.common import SPLITS, check_fraction
 from cnncli.data.images import IMAGE_EXTENSIONS, MODES, UnreadableImage, fit, load_image
 from cnncli.data.masks import InMemorySegmentationData
@@ -38,6 +43,8 @@ class SegFolderData(InMemorySegmentationData):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
+        cache: str = "none",
+        cache_dir: str = "outputs/cache",
         **common,
     ):
         if root in (None, "", "???"):
@@ -55,6 +62,7 @@ class SegFolderData(InMemorySegmentationData):
         if val_fraction + test_fraction >= 1:
             raise ConfigError("val_fraction", "val_fraction + test_fraction must leave a training split")
         self.split_seed = split_seed
+        self.cache, self.cache_dir = check_cache(cache), Path(cache_dir).expanduser().absolute()
         if not self.root.is_dir():
             raise UserError(f"data.root: {'not a folder' if self.root.exists() else 'no such folder'}: {self.root}")
         if not (self.root / "train" / "images").is_dir():
@@ -98,23 +106,34 @@ class SegFolderData(InMemorySegmentationData):
         return {"train": [pool[i] for i in sorted(order)], **splits}
 
     def _read(self, pairs: list[tuple[Path, Path]], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        size, mode = self.image_size, MODES[self.channels]
-        images = np.empty((len(pairs), self.channels, size, size), np.uint8)
-        masks = np.empty((len(pairs), size, size), np.uint8)
-        for i, (image_path, mask_path) in enumerate(pairs):
-            picture = load_image(str(image_path), mode, size)  # a JPEG may be decoded at a smaller scale
-            with Image.open(image_path) as header:  # so the file's own size, to compare the mask with
-                width, height = header.size
-            mask = self._mask(mask_path)
-            if mask.size != (width, height):
-                raise UserError(
-                    f"{mask_path}: the mask is {mask.size[0]}x{mask.size[1]} pixels, its image {image_path} "
-                    f"{width}x{height}"
-                )
-            array = np.asarray(fit(picture, size, "stretch"), np.uint8)
-            images[i] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-            masks[i] = np.asarray(mask.resize((size, size), Image.NEAREST), np.uint8)
-        return torch.from_numpy(images), torch.from_numpy(masks)
+        cache = load(
+            self.cache,
+            f"{self.name} {split}",
+            [(str(image), str(mask)) for image, mask in pairs],
+            self._decode,
+            (self.channels, self.image_size, self.image_size),
+            masks=True,
+            # what the masks' class ids depend on besides the files
+            settings={"palette": self.palette_given, "classes": self.num_classes, "ignore": self.ignore_index},
+            cache_dir=self.cache_dir,
+        )
+        if cache.unreadable:  # the first, as reading them one by one would have stopped at it
+            raise UnreadableImage(cache.unreadable[min(cache.unreadable)])
+        return cache.as_tensors()
+
+    def _decode(self, files: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """An image and its mask, resized: uint8 [C, S, S] and uint8 [S, S] of class ids."""
+        (image_path, mask_path), size = files, self.image_size
+        picture = load_image(image_path, MODES[self.channels], size)  # a JPEG may be decoded at a smaller scale
+        with Image.open(image_path) as header:  # so the file's own size, to compare the mask with
+            width, height = header.size
+        mask = self._mask(Path(mask_path))
+        if mask.size != (width, height):
+            raise UserError(
+                f"{mask_path}: the mask is {mask.size[0]}x{mask.size[1]} pixels, its image {image_path} "
+                f"{width}x{height}"
+            )
+        return chw(fit(picture, size, "stretch")), np.asarray(mask.resize((size, size), Image.NEAREST), np.uint8)
 
     def _mask(self, path: Path) -> Image.Image:
         """The mask as an 8-bit image of class ids, checked against num_classes and ignore_index."""
