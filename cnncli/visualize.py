@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerActivation, LayerAttribution, LayerGradCam, Occlusion
+from matplotlib.patches import Rectangle
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -66,6 +67,9 @@ NO_FEATURE_MAPS = {
     "featuremaps": "featuremaps draws the 2-D maps that conv and pooling layers compute",
     "cam": "CAM and Grad-CAM weight the feature maps of a conv layer",
     "filters": "filters draws the kernels of conv layers",
+    "deconv": "deconv projects units of a conv layer's feature maps back to the pixels",
+    "guided": "guided projects units of a conv layer's feature maps back to the pixels",
+    "guided_gradcam": "guided Grad-CAM weights the feature maps of a conv layer",
 }
 
 
@@ -448,6 +452,45 @@ class ReluRule(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+class _Connected(TorchFunctionMode):
+    """The network with every ReLU passing its input and every max pool averaging its window: what is left
+    is linear, so a unit's gradient is nonzero at exactly the pixels connected to it, its receptive field,
+    whichever ReLUs were off and wherever the pools' maxima were for this image."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in RELUS:
+            return args[0]
+        if func is F.max_pool2d:
+            return _window_average(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def _window_average(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """The average over a max pool's windows: every input of a window reaches its output."""
+    if dilation not in (1, (1, 1)) or return_indices:  # no average pool has these: the max pool itself
+        return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode)
+
+
+def receptive_fields(model: nn.Module, layer: nn.Module, x: torch.Tensor, units) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right), inclusive, of the input pixels connected to each unit (map, row, column,
+    ...) of `layer`: the rows and columns where its gradient through the network made linear is nonzero."""
+    saved = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: saved.update(maps=output))
+    pixels = torch.zeros_like(x, requires_grad=True)
+    try:
+        with torch.enable_grad(), _Connected():
+            model(pixels)
+    finally:
+        handle.remove()
+    boxes = []
+    for k, (c, i, j, *_) in enumerate(units):
+        (gradient,) = torch.autograd.grad(saved["maps"][0, c, i, j], pixels, retain_graph=k < len(units) - 1)
+        rows, columns = gradient[0].abs().sum(dim=0).nonzero(as_tuple=True)
+        boxes.append((int(rows.min()), int(rows.max()), int(columns.min()), int(columns.max())))
+    return boxes
+
+
 def computes_relu(model: nn.Module, x: torch.Tensor) -> bool:
     with torch.no_grad(), ReluRule(_DeconvReLU) as mode:
         model(x)
@@ -518,30 +561,61 @@ def signed_picture(projection: torch.Tensor) -> np.ndarray:
 
 
 def projections(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
-    require_relu(cfg, net, x)
     shapes = feature_map_layers(net.model, x)
+    require_feature_maps(shapes, net.model, cfg.mode)
+    require_relu(cfg, net, x)
     modules = dict(net.model.named_modules())
     convs = [name for name in shapes if isinstance(modules[name], CONV)]
     name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else (convs or list(shapes))[-1]
     count = min(cfg.top_k, shapes[name][0])
     found, units = project_units(net.model, modules[name], x, RULES[cfg.mode], count)
+    boxes = receptive_fields(net.model, modules[name], x, units)
+    height, width = (max(b[k + 1] - b[k] + 1 for b in boxes) for k in (0, 2))
     how = "deconvnet (Zeiler & Fergus)" if cfg.mode == "deconv" else "guided backpropagation"
-    print(f"{name}: the strongest unit of its {count} most active maps, projected to pixels by {how}")
-    titles = ["input"] + [f"map {c} ({i},{j}): {a:.2f}" for c, i, j, a in units]
+    print(
+        f"{name}: the strongest unit of its {count} most active maps, projected to pixels by {how}; "
+        f"receptive field up to {height}x{width} pixels"
+    )
     path = Path(f"{stem}_{name_part(name)}_top{count}.png")
-    plot_image_grid(
-        [picture, *(signed_picture(p) for p in found)],
-        titles,
+    units_grid(
+        picture,
+        [signed_picture(p) for p in found],
+        [f"map {c} ({i},{j}): {a:.2f}" for c, i, j, a in units],
+        boxes,
         path,
-        title=f"{how}: {describe(name, modules[name], shapes[name])}, the strongest unit of its {count} most "
-        f"active maps, in pixels (grey 0)   ({Path(cfg.image).name})",
+        title=f"{how}: layer {describe(name, modules[name], shapes[name])}   ({Path(cfg.image).name})\n"
+        f"the strongest unit of each of its {count} most active maps (title: map (row,col): activation), in "
+        "pixels: grey 0, white +, black -; dashed: the unit's receptive field",
     )
     return [path]
 
 
+def units_grid(picture, tiles: list, titles: list[str], boxes: list, path: Path, title: str) -> None:
+    """plot_image_grid's layout (8 columns): the image, then each unit's projection with its receptive field
+    dashed, so that a student sees where in the image the unit looks and how far it sees."""
+    columns = min(8, len(tiles) + 1)
+    rows = -(-(len(tiles) + 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.7 * rows + 0.7), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, tile, name in zip(axes.flat, [picture, *tiles], ["input", *titles]):
+        ax.imshow(tile, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+    for ax, (top, bottom, left, right) in zip(axes.flat[1:], boxes):
+        # pixel centres are at integer coordinates: a box around whole pixels starts half a pixel before
+        frame = Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
+                          edgecolor="tab:orange", linestyle="--", linewidth=1)  # fmt: skip
+        ax.add_patch(frame)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def guided_gradcam(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
-    require_relu(cfg, net, x)
     shapes = feature_map_layers(net.model, x)
+    require_feature_maps(shapes, net.model, cfg.mode)
+    require_relu(cfg, net, x)
     modules = dict(net.model.named_modules())
     name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else default_cam_layer(net.model, shapes)
     with torch.no_grad():

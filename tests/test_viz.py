@@ -181,12 +181,20 @@ def test_cam_is_told_from_grad_cam_by_the_gradient(build, size, cam):
     assert reaches_classifier_by_global_average(model, layer, x, target=3) is cam
 
 
-def test_a_network_without_conv_layers_is_explained(sweep, three, tmp_path):
-    result = cnncli_here(
-        "viz", "featuremaps", f"ckpt_path={sweep['mlp']}", f"image={three}", f"out={tmp_path}", cwd=tmp_path
-    )
+@pytest.mark.parametrize(
+    "mode, says",
+    [
+        ("featuremaps", "featuremaps draws the 2-D maps that conv and pooling layers compute"),
+        # an MLP computes ReLUs: what it lacks for the projections is a conv layer's units
+        ("deconv", "deconv projects units of a conv layer's feature maps back to the pixels"),
+        ("guided_gradcam", "guided Grad-CAM weights the feature maps of a conv layer"),
+    ],
+    ids=["featuremaps", "deconv", "guided_gradcam"],
+)
+def test_a_network_without_conv_layers_is_explained(sweep, three, tmp_path, mode, says):
+    result = cnncli_here("viz", mode, f"ckpt_path={sweep['mlp']}", f"image={three}", f"out={tmp_path}", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: featuremaps draws the 2-D maps that conv and pooling layers compute")
+    assert result.stderr.startswith(f"error: {says}")
     assert "no conv layer" in result.stderr and "viz occlusion" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.glob("*.png"))
 
@@ -315,10 +323,35 @@ def test_a_unet_shows_its_up_convolutions_and_filters_and_refuses_cam(unet_run, 
 
 def test_deconv_guided_and_guided_gradcam_pictures(lenet_viz):
     out, stdout = lenet_viz
-    assert_picture(out / "deconv_three_3_top9.png", (1280, 390))  # input + 9 projections: two rows of 8
-    assert_picture(out / "guided_three_3_top9.png", (1280, 390))
+    assert_picture(out / "deconv_three_3_top9.png", (1280, 410))  # input + 9 projections: two rows of 8
+    assert_picture(out / "guided_three_3_top9.png", (1280, 410))
     assert_picture(out / "guided_gradcam_three_layer5_class3.png", (1400, 400))
-    assert "3: the strongest unit of its 9 most active maps, projected to pixels by deconvnet" in stdout
+    assert (
+        "3: the strongest unit of its 9 most active maps, projected to pixels by deconvnet (Zeiler & Fergus); "
+        "receptive field up to 14x14 pixels" in stdout
+    )
+
+
+def test_projections_of_c3_units_stay_in_their_receptive_fields(short_run, three):
+    """C3's unit (c, i, j) sees the 14x14 pixels from (2i, 2j): C1's 5x5 kernels, S2's 2x2 pools, C3's own 5x5
+    (5 + 1 + 2 * 4 = 14). The boxes drawn are those, and neither rule projects anything outside them."""
+    from cnncli.commands.predict import CheckpointModel
+    from cnncli.visualize import load_image, receptive_fields
+
+    net = CheckpointModel(str(short_run / "checkpoints" / "best.ckpt"), trust_code=False)
+    x, _ = load_image(str(three), net)
+    c3 = net.model[3]
+    for rule in (_DeconvReLU, _GuidedReLU):
+        found, units = project_units(net.model, c3, x, rule, count=9)
+        boxes = receptive_fields(net.model, c3, x, units)
+        assert boxes == [(2 * i, 2 * i + 13, 2 * j, 2 * j + 13) for _, i, j, _ in units]
+        for projection, (top, bottom, left, right) in zip(found, boxes):
+            assert projection[0, top : bottom + 1, left : right + 1].any()
+            outside = projection.clone()
+            outside[0, top : bottom + 1, left : right + 1] = 0
+            assert not outside.any()
+    # S4 adds its 2x2 pool: 16x16 from (4i, 4j); the boxes do not depend on which pool inputs were the maxima
+    assert receptive_fields(net.model, net.model[5], x, [(0, 1, 2)]) == [(4, 19, 8, 23)]
 
 
 def test_deconv_of_a_first_layer_unit_is_its_filter_in_its_receptive_field(short_run, three):
