@@ -85,10 +85,10 @@ def find_lr(cfg: DictConfig, out_dir: Path | None) -> dict:
     from lightning.pytorch.tuner import Tuner
 
     from cnncli import optim
-    from cnncli.commands.train import build_run, with_lr
+    from cnncli.tasks import build_run
 
     options = cfg.lr_find
-    search = with_lr(cfg, options.min_lr)  # the optimizer is built at min_lr; the test sets each step's rate
+    search = optim.with_lr(cfg, options.min_lr)  # the optimizer is built at min_lr; the test sets each step's rate
     datamodule, _, module, threads = build_run(search, optim.optimization(search))
     threads.untimed()
     module.range_losses = []

@@ -4,13 +4,14 @@ configure_optimizers. Beside torch's options, each group holds a few keys that a
 optimizer.l1 and optimizer.backbone_lr_mult (cnncli's: a loss term, the parameter groups) and
 scheduler.interval and scheduler.monitor (Lightning's lr_scheduler dict)."""
 
+import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import hydra.utils
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnncli.config import import_target
 from cnncli.errors import ConfigError
@@ -131,3 +132,11 @@ def _build(group: str, factory: Callable, *args, **options):
     # (with foreach=true, or on a device without the kernels)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(group, f"{factory.func.__name__}: {e}") from None
+
+
+def with_lr(cfg: DictConfig, lr: float) -> DictConfig:
+    """A copy of the run config with optimizer.lr set (schedules that name ${optimizer.lr} follow it)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.optimizer.lr = float(lr)
+    return cfg

@@ -5,7 +5,6 @@ As lightning-hydra-template's train(): compose, instantiate, fit, test, write th
 its own place: resuming in cnncli/resume.py, the Trainer, speed options and DDP in cnncli/trainer.py, the
 task's module and reports in cnncli/tasks/classification.py, the run folder in cnncli/runs.py."""
 
-import copy
 import importlib.util
 import logging
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from cnncli import config_dir, runs
 from cnncli.config import validate_train_config
@@ -41,7 +40,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
 
     lr_auto = cfg.optimizer.get("lr") == "auto"  # a range test chooses it, below
     # factories, checked now; the module builds them once
-    optimization = optim.optimization(with_lr(cfg, cfg.lr_find.min_lr) if lr_auto else cfg)
+    optimization = optim.optimization(optim.with_lr(cfg, cfg.lr_find.min_lr) if lr_auto else cfg)
     check_speed_options(cfg)
     task_name = tasks.task_of(cfg)  # the data's: classification or segmentation
     tasks.check_model_fits(cfg.model._target_, task_name, cfg.data.get("name"))
@@ -61,9 +60,9 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
 
         # a resumed run keeps the rate its own test chose
         lr_found = (resume and lr_finder.recorded(run_dir)) or lr_finder.find_lr(cfg, run_dir if is_rank_zero else None)
-        cfg = with_lr(cfg, lr_found["suggestion"])  # config.yaml and the checkpoints record the rate chosen
+        cfg = optim.with_lr(cfg, lr_found["suggestion"])  # config.yaml and the checkpoints record the rate chosen
         optimization = optim.optimization(cfg)
-    datamodule, model, module, threads = build_run(cfg, optimization, starting_weights=not resume)
+    datamodule, model, module, threads = tasks.build_run(cfg, optimization, starting_weights=not resume)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     if is_rank_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_config))
@@ -121,46 +120,6 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     if trainer.interrupted:
         raise interrupted(trainer, run_dir)
     return summary
-
-
-def with_lr(cfg: DictConfig, lr: float) -> DictConfig:
-    """A copy of the run config with optimizer.lr set (schedules that name ${optimizer.lr} follow it)."""
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):
-        cfg.optimizer.lr = float(lr)
-    return cfg
-
-
-def build_run(cfg: DictConfig, optimization, starting_weights: bool = True):
-    """What a run config trains, seeded: the data module (set up for fit), the network, the task's
-    LightningModule and the run's CPU threads (a Lightning callback). The data module names an image
-    folder's classes into cfg.data when the config leaves them null."""
-    import lightning as L
-
-    from cnncli import checkpoint, tasks
-    from cnncli.augment import build_augmentation
-    from cnncli.config import call_target
-    from cnncli.models import build_model, model_parts
-    from cnncli.trainer import ThreadChoice, prepare_model
-
-    task_name = tasks.task_of(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ignore_index = cfg.data.get("ignore_index") if task_name == "segmentation" else None  # masks move too
-    augment = build_augmentation(cfg.augmentation, cfg.data.image_size, ignore_index)
-    datamodule = call_target("data", cfg.data, augment=augment)
-    for key in ("num_classes", "class_names"):  # an image folder's classes are its class folders unless set
-        if cfg.data.get(key) is None and getattr(datamodule, key, None) is not None:
-            cfg.data[key] = getattr(datamodule, key)
-    # set before anything is computed: the data's statistics are float sums too, which the thread count changes
-    threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
-    model = build_model(cfg.model, starting_weights=starting_weights)  # resumed: last.ckpt holds every weight
-    datamodule.setup("fit")
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization, task_name)
-    head = model_parts(run_config["model"], model).head
-    task = tasks.module(task_name)
-    module = task.build_module(cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization)
-    return datamodule, model, module, threads
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

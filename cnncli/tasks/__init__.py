@@ -8,7 +8,7 @@ A run's task is its data's (`data.task`); the model must be made for it (its car
 
 import importlib
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from cnncli.errors import ConfigError, UserError, check_choice
 
@@ -66,3 +66,36 @@ def check_monitors(cfg, metrics: tuple[str, ...]) -> None:
         name = OmegaConf.select(cfg, key, default=None)
         if name is not None and name not in logged:
             raise ConfigError(key, f"{name!r} is not a logged metric; choose from: {', '.join(logged)}")
+
+
+def build_run(cfg: DictConfig, optimization, starting_weights: bool = True):
+    """What a run config trains, seeded: the data module (set up for fit), the network, the task's
+    LightningModule and the run's CPU threads (a Lightning callback). The data module names an image
+    folder's classes into cfg.data when the config leaves them null."""
+    import lightning as L
+
+    from cnncli import checkpoint
+    from cnncli.augment import build_augmentation
+    from cnncli.config import call_target
+    from cnncli.models import build_model, model_parts
+    from cnncli.trainer import ThreadChoice, prepare_model
+
+    task_name = task_of(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    ignore_index = cfg.data.get("ignore_index") if task_name == "segmentation" else None  # masks move too
+    augment = build_augmentation(cfg.augmentation, cfg.data.image_size, ignore_index)
+    datamodule = call_target("data", cfg.data, augment=augment)
+    for key in ("num_classes", "class_names"):  # an image folder's classes are its class folders unless set
+        if cfg.data.get(key) is None and getattr(datamodule, key, None) is not None:
+            cfg.data[key] = getattr(datamodule, key)
+    # set before anything is computed: the data's statistics are float sums too, which the thread count changes
+    threads = ThreadChoice(cfg, workers=getattr(datamodule, "num_workers", 0))
+    model = build_model(cfg.model, starting_weights=starting_weights)  # resumed: last.ckpt holds every weight
+    datamodule.setup("fit")
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    metadata = checkpoint.metadata(run_config, datamodule.class_names, datamodule.normalization, task_name)
+    head = model_parts(run_config["model"], model).head
+    lightning_module = module(task_name).build_module(
+        cfg, prepare_model(cfg, model), datamodule, metadata, head, optimization
+    )
+    return datamodule, model, lightning_module, threads
