@@ -27,9 +27,8 @@ from cnncli.commands.params import (
     compose_each,
     counted,
     csv_text,
-    markdown_table,
     model_list,
-    rich_console,
+    print_rows,
     shaped_model,
     si,
 )
@@ -225,19 +224,8 @@ def print_table(results: list[dict], fmt: str, train: bool) -> None:
         print(csv_text(["model", "input_size", "params", "macs", "batch_size", "device", "precision",
                         "channels_last", "inference_images_per_second", "train_images_per_second",
                         "paper_images_per_second", "paper_top1", "paper_hardware"], raw))  # fmt: skip
-    elif fmt == "markdown":
-        print(markdown_table(header, rows))
-        print(f"\n{note}")
     else:
-        from rich.table import Table
-
-        table = Table(title="speed", title_justify="left")
-        for h in header:
-            table.add_column(h, justify="left" if h in ("model", "device", "precision", "paper hardware") else "right")
-        for row in rows:
-            table.add_row(*row)
-        rich_console().print(table)
-        print(note)
+        print_rows(header, rows, fmt, note, "speed", left=("model", "device", "precision", "paper hardware"))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="bench")

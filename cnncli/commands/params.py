@@ -360,20 +360,26 @@ def print_comparison(infos: list[dict], fmt: str) -> None:
                 i["table"].totals.macs, i["paper"]["macs"] or "", i["table"].totals.depth, i["paper"]["source"]]
                for i in infos]  # fmt: skip
         print(csv_text(COMPARE_HEADER, raw))
-    elif fmt == "markdown":
-        print(markdown_table(COMPARE_HEADER, rows))
-        print(f"\n{note}")
     else:
-        from rich.table import Table
+        print_rows(COMPARE_HEADER, rows, fmt, note, "model comparison", left=("model", "input (HxWxC)", "paper source"))
 
-        table = Table(title="model comparison", title_justify="left")
-        for h in COMPARE_HEADER:
-            table.add_column(h, justify="left" if h in ("model", "input (HxWxC)", "paper source") else "right")
-        for row in rows:
-            table.add_row(*row)
-        console = rich_console()
-        console.print(table)
-        print(note)
+
+def print_rows(header: list[str], rows: list[list[str]], fmt: str, note: str, title: str, left: tuple) -> None:
+    """A table of several models (params' comparison, bench's speed) as markdown or a rich table, `note` below
+    it; the columns named in `left` left-aligned (text), the others right-aligned (figures)."""
+    if fmt == "markdown":
+        print(markdown_table(header, rows))
+        print(f"\n{note}")
+        return
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for h in header:
+        table.add_column(h, justify="left" if h in left else "right")
+    for row in rows:
+        table.add_row(*row)
+    rich_console().print(table)
+    print(note)
 
 
 # ------------------------------------------------------------------------------------------------ commands
