@@ -6,8 +6,10 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import QUIET, cnncli, cnncli_here
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cnncli import config_dir
@@ -461,3 +463,88 @@ def test_each_mode_refuses_what_it_cannot_explain_naming_those_that_fit(tiny_vit
         "guided_gradcam"
     )
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_the_rules_agree_with_captum_where_its_relu_hooks_reach():
+    """captum's NeuronDeconvolution and NeuronGuidedBackprop hook nn.ReLU modules: on LeNet-5 (modules) they
+    give exactly what the swapped rule gives. ResNet-20 calls F.relu: captum's hooks catch nothing and it
+    returns the plain gradient, where the rule here still applies."""
+    from captum.attr import NeuronDeconvolution, NeuronGuidedBackprop
+
+    from cnncli.models.resnet import resnet20
+
+    torch.manual_seed(0)
+    for model, layer, channels in ((lenet5(1, 10, 32), "3", 1), (resnet20(in_channels=3), "layers.5", 3)):
+        model.eval()
+        module = dict(model.named_modules())[layer]
+        x = torch.randn(1, channels, 32, 32)
+        deconv, units = project_units(model, module, x, _DeconvReLU, count=1)  # the strongest unit
+        guided, _ = project_units(model, module, x, _GuidedReLU, count=1)
+        for mine_deconv, mine_guided, (c, i, j, _) in zip(deconv, guided, units):
+            theirs_deconv = NeuronDeconvolution(model, module).attribute(x, neuron_selector=(c, i, j))[0]
+            theirs_guided = NeuronGuidedBackprop(model, module).attribute(x, neuron_selector=(c, i, j))[0]
+            gradient = unit_gradient(model, module, x, (c, i, j))
+            if layer == "3":
+                assert torch.allclose(mine_deconv, theirs_deconv) and torch.allclose(mine_guided, theirs_guided)
+                assert not torch.allclose(mine_deconv, gradient)
+            else:
+                assert torch.allclose(theirs_deconv, gradient) and torch.allclose(theirs_guided, gradient)
+                assert not torch.allclose(mine_deconv, gradient) and not torch.allclose(mine_guided, gradient)
+
+
+def unit_gradient(model, layer, x, unit):
+    """The plain gradient of one unit (map, row, column) of `layer` with respect to the image x [1, C, H, W]."""
+    pixels, saved = x.clone().requires_grad_(), {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: saved.update(maps=output))
+    model(pixels)
+    handle.remove()
+    (gradient,) = torch.autograd.grad(saved["maps"][(0, *unit)], pixels)
+    return gradient[0]
+
+
+def test_the_attention_captured_is_the_blocks_own():
+    """The hooks ask each block for its weights without changing what it computes; the first block's weights
+    are softmax(q k^T / sqrt(d_head)) of its own projections, averaged over the heads, computed here by hand."""
+    from cnncli.models.vit import vit_tiny
+
+    torch.manual_seed(0)
+    model = vit_tiny(in_channels=1, num_layers=2, hidden_dim=32, num_heads=2, mlp_dim=64).eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        weights = attention_weights(model, x)
+        assert torch.equal(model(x), before)
+        tokens = torch.cat([model.class_token, model._process_input(x)], dim=1) + model.encoder.pos_embedding
+        block = model.encoder.layers[0]
+        q, k, _ = F.linear(block.ln_1(tokens), block.self_attention.in_proj_weight,
+                           block.self_attention.in_proj_bias).chunk(3, dim=-1)  # fmt: skip
+        heads = [h.view(65, 2, 16).transpose(0, 1) for h in (q[0], k[0])]  # 2 heads of 16
+        by_hand = (heads[0] @ heads[1].transpose(1, 2) / 16**0.5).softmax(dim=-1).mean(dim=0)
+    assert len(weights) == 2 and torch.allclose(weights[0], by_hand, atol=1e-6)
+    rolled = rollout(weights)
+    assert torch.allclose(rolled.sum(dim=1), torch.ones(65))  # each token's rollout is a distribution
+    assert rolled[0, 1:].reshape(8, 8).shape == (8, 8)  # the class token's share of each patch of the 8x8 grid
+
+
+def test_swin_is_refused_by_attention_with_its_reason(three, tmp_path):
+    """Swin's attention is local to windows and it has no class token: no rollout of a class token exists.
+    (A two-block Swin of width 8: swin_t's refusal without building its 28M parameters.)"""
+    from types import SimpleNamespace
+
+    from torchvision.models import SwinTransformer
+
+    from cnncli.errors import UserError
+    from cnncli.visualize import attention
+
+    swin = SwinTransformer([4, 4], embed_dim=8, depths=[2], num_heads=[1], window_size=[2, 2], num_classes=10)
+    net = SimpleNamespace(model=swin.eval(), channels=3, image_size=32, task="classification")
+    cfg = OmegaConf.create({"image": str(three)})
+    with pytest.raises(UserError) as error:
+        attention(cfg, net, torch.zeros(1, 3, 32, 32), None, tmp_path / "attention_three")
+    message = str(error.value)
+    assert message.startswith(
+        "viz attention draws a vision transformer's attention of its class token over the image patches; this "
+        "network is a SwinTransformer (Swin attends within windows and has no class token): the modes that fit it: "
+    )
+    assert "occlusion" in message and "attention" not in message.split("fit it: ")[1]
+    assert "\n" not in message and not list(tmp_path.iterdir())
