@@ -291,7 +291,8 @@ def _disk(what, files, decode, shape, masks, settings, cache_dir: Path) -> Image
                 log.warning("data.cache=disk: %s is damaged (%s): building it again", folder, e)
                 shutil.rmtree(folder, ignore_errors=True)
             else:
-                log.info("data.cache=disk: %s, %s images read from %s", what, f"{len(files):,}", folder)
+                count = f"{len(files):,} images{' and masks' if masks else ''}"
+                log.info("data.cache=disk: %s, %s read from %s", what, count, folder)
                 return cache
         return _build(folder, what, files, decode, shape, masks, digest)
 
