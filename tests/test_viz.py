@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import QUIET, cnncli, cnncli_here
+from conftest import QUIET, cnncli, cnncli_here, edited_checkpoint
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -548,3 +548,22 @@ def test_swin_is_refused_by_attention_with_its_reason(three, tmp_path):
     )
     assert "occlusion" in message and "attention" not in message.split("fit it: ")[1]
     assert "\n" not in message and not list(tmp_path.iterdir())
+
+
+def test_a_tanh_lenet5_is_refused_by_the_relu_rules(short_run, three, tmp_path):
+    """variant=classic: the same weights with tanh and average pooling (the checkpoint's config edited), no ReLU
+    for the deconvnet's or guided backpropagation's rule to act on."""
+
+    def classic(data):
+        data["cnncli"]["config"]["model"]["variant"] = "classic"
+
+    ckpt = edited_checkpoint(short_run, tmp_path, classic)
+    for mode in ("deconv", "guided", "guided_gradcam"):
+        result = cnncli_here("viz", mode, f"ckpt_path={ckpt}", f"image={three}", f"out={tmp_path / 'viz'}",
+                             cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 1 and result.stderr.strip() == (
+            f"error: viz {mode} applies a rule for ReLUs (Zeiler & Fergus; Springenberg et al.), and this network "
+            "computes none (its layers: Conv2d, Tanh, AvgPool2d, Flatten, Linear, Dropout); the modes that fit it: "
+            "featuremaps, filters, cam, occlusion"
+        )
+    assert not list((tmp_path / "viz").glob("*.png"))
