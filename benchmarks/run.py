@@ -66,6 +66,12 @@ BENCHMARKS = {
         ["--repeats", "1"],
         "`cnncli train trainer=ddp_cpu` (2 processes) vs 1 process (issue 8)",
     ),
+    "image-cache": (
+        ["image_cache.py"],
+        ["--images", "400"],
+        "`cnncli train` epochs with data.cache none, ram and disk vs a plain torchvision ImageFolder loop, 2,000 "
+        "generated 1200x1000 grayscale JPEGs (issue [6/6] training aids)",
+    ),
 }
 # (benchmark, headline key, goal text, test of the value)
 GOALS = [
@@ -82,6 +88,8 @@ GOALS = [
     ("threads", "quick_start_busy_over_idle", "<= 1.3", lambda v: v <= 1.3),
     ("segmentation", "ratio_median cnncli train unet", ">= 0.9", lambda v: v >= 0.9),
     ("params", "largest_rss_increase_mib", "< 50 MiB over lenet5", lambda v: v < 50),
+    ("image-cache", "cached_over_uncached", ">= 5x", lambda v: v >= 5),
+    ("image-cache", "cached_over_plain_imagefolder", ">= 3x", lambda v: v >= 3),
 ]
 
 

@@ -364,10 +364,10 @@ class ImageFolderData(L.LightningDataModule):
     def _statistics(self) -> dict[str, list[float]]:
         """Per-channel mean and std (as torch.std: n - 1) of up to normalization_samples training images,
         as the model sees them (converted and resized, before augmentation)."""
-        pick, count = None, len(self.checked["train"])
-        if count > self.normalization_samples:
+        pick, size = None, len(self.checked["train"])
+        if size > self.normalization_samples:
             generator = torch.Generator().manual_seed(self.split_seed)
-            pick = torch.randperm(count, generator=generator)[: self.normalization_samples].sort().values.tolist()
+            pick = torch.randperm(size, generator=generator)[: self.normalization_samples].sort().values.tolist()
         loader = self._loader(self._dataset("train", pick), persistent=False)
         total = torch.zeros(self.channels, dtype=torch.float64)
         squares, count = torch.zeros_like(total), 0
