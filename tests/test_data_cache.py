@@ -196,7 +196,7 @@ cache.load("disk", "slow train", files, slow, (1, 4, 4), cache_dir=sys.argv[1])
 
 
 def test_a_killed_build_leaves_no_cache_and_the_next_run_builds_it(tmp_path, caplog):
-    files = [tmp_path / f"{i}.txt" for i in range(80)]  # the key stats them; the decode below ignores them
+    files = [tmp_path / f"{i}.txt" for i in range(160)]  # the key stats them; the decode below ignores them
     for path in files:
         path.write_text(str(path))
     cache_dir = tmp_path / "cache"
@@ -204,7 +204,7 @@ def test_a_killed_build_leaves_no_cache_and_the_next_run_builds_it(tmp_path, cap
     deadline = time.monotonic() + 60
     while not list(cache_dir.glob(".*.tmp-*/images.npy")) and build.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # some rows decoded, most not: 80 x 0.1 s on at most 8 threads
+    time.sleep(0.5)  # some rows decoded, most not: 160 x 0.1 s take 2 s on 8 threads
     assert build.poll() is None, "the build ended before it was killed"
     build.send_signal(signal.SIGKILL)
     build.wait()
@@ -215,7 +215,7 @@ def test_a_killed_build_leaves_no_cache_and_the_next_run_builds_it(tmp_path, cap
 
     with caplog.at_level(logging.INFO, logger="cnncli.data.cache"):
         built = image_cache.load("disk", "slow train", [(str(p),) for p in files], fast, (1, 4, 4), cache_dir=cache_dir)
-    assert " built in " in caplog.text and (built.images == 9).all() and len(built) == 80
+    assert " built in " in caplog.text and (built.images == 9).all() and len(built) == 160
     assert len(folders(cache_dir)) == 1 and not list(cache_dir.glob(".*.tmp-*"))  # the killed build's left removed
 
 
