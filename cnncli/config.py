@@ -73,3 +73,13 @@ def import_target(group: str, target: str):
         return hydra.utils.get_method(target)
     except Exception as e:  # noqa: BLE001 (Hydra wraps any import failure in its own error types)
         raise ConfigError(f"{group}._target_", f"cannot import {target!r} ({e})") from None
+
+
+def absolute_data_paths(cfg: DictConfig) -> None:
+    """data.root and data.cache_dir made absolute in the run config (config.yaml and the checkpoints keep
+    them): eval, predict or resume from another folder find the same data and the same image cache."""
+    from pathlib import Path
+
+    for key in ("root", "cache_dir"):
+        if cfg.data.get(key):
+            cfg.data[key] = str(Path(cfg.data[key]).expanduser().resolve())

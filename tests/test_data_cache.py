@@ -16,6 +16,7 @@ from multiprocessing.reduction import ForkingPickler  # with torch's reductions:
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import QUIET, cnncli, cnncli_here
 from formats import make_split
 from PIL import Image
@@ -253,3 +254,5 @@ def test_cli_train_with_a_disk_cache_builds_it_beside_the_outputs(tmp_path):
     caches = folders(tmp_path / "outputs" / "cache")  # under the working directory's outputs/, not the run's
     assert [name.rsplit("-", 1)[0] for name in caches] == [f"imagefolder-{s}-3x16x16" for s in ("test", "train", "val")]
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    # stored absolute, as data.root: an eval from another folder reads the same cache
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["cache_dir"] == str(tmp_path / "outputs" / "cache")

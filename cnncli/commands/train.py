@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnncli import config_dir, runs
-from cnncli.config import validate_train_config
+from cnncli.config import absolute_data_paths, validate_train_config
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.lr_finder import RangeTestFailed
 from cnncli.resume import override_key, resume_arguments
@@ -46,8 +46,7 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
     tasks.check_model_fits(cfg.model._target_, task_name, cfg.data.get("name"))
     task = tasks.module(task_name)
     task.check_config(cfg)  # its loss options; a metric name that is never logged would fail after an epoch
-    if cfg.data.get("root"):  # stored absolute, so the checkpoint can be evaluated from any folder
-        cfg.data.root = str(Path(cfg.data.root).resolve())
+    absolute_data_paths(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resume = resume_checkpoint(cfg, run_dir)
     if resume and (done := finished(cfg, run_dir)):
