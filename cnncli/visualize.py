@@ -87,15 +87,19 @@ def visualize(cfg: DictConfig) -> list[Path]:
         )
     out = Path(cfg.out) if cfg.out else run_folder(Path(cfg.ckpt_path)) / "viz"
     check_output_folder("out", out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     existing = set(out.iterdir())
-    if cfg.mode == "filters":
-        written = filters(cfg, net, out)
-    else:
-        x, picture = load_image(cfg.image, net)
-        draw = {"featuremaps": featuremaps, "cam": cam, "occlusion": occlusion, "deconv": projections,
-                "guided": projections, "guided_gradcam": guided_gradcam, "attention": attention}[cfg.mode]  # fmt: skip
-        written = draw(cfg, net, x, picture, out / f"{cfg.mode}_{name_part(Path(cfg.image).stem)}")
+    try:
+        if cfg.mode == "filters":
+            written = filters(cfg, net, out)
+        else:
+            x, picture = load_image(cfg.image, net)
+            written = DRAW[cfg.mode](cfg, net, x, picture, out / f"{cfg.mode}_{name_part(Path(cfg.image).stem)}")
+    except UserError:  # a mode that refuses the network or the image leaves no folder of its own behind
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     for path in written:
         # the same name means the same mode, image and options: a file replaced is said so, never silently
         print(f"{path} (replaced the earlier one)" if path in existing else path)
@@ -527,11 +531,12 @@ def require_relu(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor) -> None
 
 
 def strongest_units(maps: torch.Tensor, count: int) -> list[tuple[int, int, int, float]]:
-    """(map, row, column, activation) of the strongest unit of each of the `count` most active maps."""
+    """(map, row, column, activation) of the strongest unit of each of the `count` most active maps; a map
+    with no positive activation has no unit to project (after a ReLU: a map this image leaves dark)."""
     peaks, where = maps.flatten(1).max(dim=1)
-    order = peaks.argsort(descending=True)[:count]
+    order = [c for c in peaks.argsort(descending=True)[:count].tolist() if peaks[c] > 0]
     width = maps.shape[-1]
-    return [(int(c), int(where[c]) // width, int(where[c]) % width, float(peaks[c])) for c in order]
+    return [(c, int(where[c]) // width, int(where[c]) % width, float(peaks[c])) for c in order]
 
 
 def project_units(model: nn.Module, layer: nn.Module, x: torch.Tensor, rule, count: int):
@@ -569,11 +574,14 @@ def projections(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture,
     name = chosen_layer(cfg.layer, shapes, net.model) if cfg.layer is not None else (convs or list(shapes))[-1]
     count = min(cfg.top_k, shapes[name][0])
     found, units = project_units(net.model, modules[name], x, RULES[cfg.mode], count)
+    if not units:
+        raise UserError(f"viz {cfg.mode}: no map of layer {name} has a positive activation for {cfg.image}: "
+                        "nothing to project; choose another layer=")  # fmt: skip
     boxes = receptive_fields(net.model, modules[name], x, units)
     height, width = (max(b[k + 1] - b[k] + 1 for b in boxes) for k in (0, 2))
     how = "deconvnet (Zeiler & Fergus)" if cfg.mode == "deconv" else "guided backpropagation"
     print(
-        f"{name}: the strongest unit of its {count} most active maps, projected to pixels by {how}; "
+        f"{name}: the strongest unit of its {len(units)} most active maps, projected to pixels by {how}; "
         f"receptive field up to {height}x{width} pixels"
     )
     path = Path(f"{stem}_{name_part(name)}_top{count}.png")
@@ -584,7 +592,7 @@ def projections(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture,
         boxes,
         path,
         title=f"{how}: layer {describe(name, modules[name], shapes[name])}   ({Path(cfg.image).name})\n"
-        f"the strongest unit of each of its {count} most active maps (title: map (row,col): activation), in "
+        f"the strongest unit of each of its {len(units)} most active maps (title: map (row,col): activation), in "
         "pixels: grey 0, white +, black -; dashed: the unit's receptive field",
     )
     return [path]
@@ -710,7 +718,7 @@ def attention(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, s
     show_picture(axes[0], picture, f"{Path(cfg.image).name}: predicted {predicted!r}")
     image = axes[1].imshow(rolled, cmap="jet", vmin=0, vmax=1)
     fig.colorbar(image, ax=axes[1], fraction=0.046)
-    axes[1].set_title(f"attention rollout, {len(weights)} blocks", fontsize=10)
+    axes[1].set_title(f"attention rollout, {len(weights)} blocks (1: its largest)", fontsize=10)
     show_picture(axes[2], picture, "overlaid")
     axes[2].imshow(rolled, cmap="jet", alpha=0.5, vmin=0, vmax=1)
     for ax in axes:
@@ -728,3 +736,8 @@ def attention(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, s
         cmap="jet",
     )
     return [path, layers]
+
+
+# the modes that draw from an image (filters draws from the network alone)
+DRAW = {"featuremaps": featuremaps, "cam": cam, "occlusion": occlusion, "deconv": projections, "guided": projections,
+        "guided_gradcam": guided_gradcam, "attention": attention}  # fmt: skip

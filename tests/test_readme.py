@@ -64,6 +64,10 @@ def place(short_run, unet_run, tmp_path_factory):
             Image.fromarray(image.transpose(1, 2, 0)).save(cwd / "my_masks" / split / "images" / f"{i}.png")
             Image.fromarray(mask).save(cwd / "my_masks" / split / "masks" / f"{i}.png")
     Image.fromarray(draw(rng, 64, 3)[0].transpose(1, 2, 0)).save(cwd / "photo.png")
+    for label, count in (("NORMAL", 6), ("PNEUMONIA", 14)):  # an image folder: one folder per class
+        (cwd / "xrays" / label).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (60, 50), dtype=np.uint8)).save(cwd / "xrays" / label / f"{i}.jpg")
     for n in (0, 1):
         shutil.copytree(short_run, cwd / "sweep" / str(n))
     digit = Image.new("L", (8, 8), 0)
