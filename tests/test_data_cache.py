@@ -100,6 +100,7 @@ def test_a_damaged_disk_cache_is_built_again(tmp_path, caplog):
     good = cached(root, "none", tmp_path / "cache", "data.image_size=8", IDENTITY3)
     for name in folders(tmp_path / "cache"):  # as if copied in part
         truncate(tmp_path / "cache" / name / "images.npy")
+    caplog.clear()  # the first build's lines, when an earlier test left the logger at INFO
     with caplog.at_level(logging.INFO, logger="cnncli.data.cache"):
         again = cached(*args)
     assert caplog.text.count("is damaged") == 3 and caplog.text.count(" built in ") == 3

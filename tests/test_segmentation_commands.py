@@ -106,10 +106,16 @@ def test_viz_draws_a_unets_feature_maps_and_refuses_the_class_score_modes(unet_r
     assert result.returncode == 0, result.stderr[-2000:]
     (picture,) = tmp_path.glob("featuremaps_s0_up.2.up*.png")  # the last up-convolution's 16 maps
     assert Image.open(picture).size[0] > 400
-    for mode in ("cam", "occlusion"):
+    for mode in ("cam", "occlusion", "guided_gradcam"):
         refused = cnncli_here("viz", mode, f"ckpt_path={ckpt}", f"image={folder / 's0.png'}", cwd=tmp_path)
         assert refused.returncode == 1
-        assert refused.stderr.strip().splitlines()[-1].endswith("viz featuremaps and viz filters fit it")
+        assert (
+            refused.stderr.strip()
+            .splitlines()[-1]
+            .endswith(
+                "the modes that fit it: featuremaps, filters, deconv, guided"  # a U-Net's ReLUs take the deconvnet
+            )
+        )
 
 
 def test_torchscript_and_torch_export_of_a_unet_verify(unet_run, tmp_path):

@@ -41,10 +41,12 @@ def test_one_training_step_on_digits(name, tmp_path):
     data = call_target("data", cfg.data)
     data.setup("fit")
     before = [p.detach().clone() for p in model.parameters()]
+    # a head that starts at zero (ViT's) passes no gradient down on the first step: a second step trains the rest
+    steps = 2 if any(not p.any() for p in model.parameters() if p.dim() > 1) else 1
     module = SegmentationModule if segmentation else ImageClassifier
     classifier = module(model, num_classes=cfg.data.num_classes, optimization=optimization(cfg))
     trainer = L.Trainer(
-        fast_dev_run=True,
+        fast_dev_run=steps,
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
