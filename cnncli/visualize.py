@@ -344,13 +344,9 @@ def cam(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: P
     axes[1].set_title(f"{method}, layer {name} {'x'.join(map(str, shapes[name]))}", fontsize=10)
     show_picture(axes[2], picture, f"class {net.class_names[target]!r} (p = {probabilities[target]:.3f})")
     axes[2].imshow(heat, cmap="jet", alpha=0.5)
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
-    path = Path(f"{stem}_layer{name_part(name)}_class{name_part(net.class_names[target])}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return [
+        save_panels(fig, axes, Path(f"{stem}_layer{name_part(name)}_class{name_part(net.class_names[target])}.png"))
+    ]
 
 
 def occlusion(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, stem: Path) -> list[Path]:
@@ -391,16 +387,21 @@ def occlusion(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, s
     axes[1].set_title(f"p({name!r}) with a {patch}x{patch} patch here", fontsize=10)
     show_picture(axes[2], picture, "overlaid (red: the patch hurts most)")
     axes[2].imshow(probability, cmap="jet_r", vmin=probability.min(), vmax=probabilities[target], alpha=0.5)
+    colour = "" if cfg.occlusion.fill == "mean" else f"_fill{name_part(cfg.occlusion.fill)}"
+    stem = f"{stem}_class{name_part(name)}_patch{patch}_stride{stride}{colour}"
+    path, array = save_panels(fig, axes, Path(f"{stem}.png")), Path(f"{stem}.npy")
+    np.save(array, probability.astype(np.float32))
+    return [path, array]
+
+
+def save_panels(fig, axes, path: Path) -> Path:
+    """A figure of side-by-side pictures (cam, occlusion, guided Grad-CAM, attention), axes off, written."""
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    colour = "" if cfg.occlusion.fill == "mean" else f"_fill{name_part(cfg.occlusion.fill)}"
-    stem = f"{stem}_class{name_part(name)}_patch{patch}_stride{stride}{colour}"
-    path, array = Path(f"{stem}.png"), Path(f"{stem}.npy")
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    np.save(array, probability.astype(np.float32))
-    return [path, array]
+    return path
 
 
 def show_picture(ax, picture: np.ndarray, title: str) -> None:
@@ -646,13 +647,7 @@ def guided_gradcam(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, pictu
     axes[1].set_title(f"Grad-CAM, layer {name}", fontsize=10)
     show_picture(axes[2], signed_picture(guided[0]), "guided backpropagation")
     show_picture(axes[3], signed_picture(combined), f"guided Grad-CAM of {name_of!r}")
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
-    path = Path(f"{stem}_layer{name_part(name)}_class{name_part(name_of)}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return [save_panels(fig, axes, Path(f"{stem}_layer{name_part(name)}_class{name_part(name_of)}.png"))]
 
 
 def attention_weights(model: VisionTransformer, x: torch.Tensor) -> list[torch.Tensor]:
@@ -721,12 +716,7 @@ def attention(cfg: DictConfig, net: CheckpointModel, x: torch.Tensor, picture, s
     axes[1].set_title(f"attention rollout, {len(weights)} blocks (1: its largest)", fontsize=10)
     show_picture(axes[2], picture, "overlaid")
     axes[2].imshow(rolled, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
-    path, layers = Path(f"{stem}.png"), Path(f"{stem}_blocks.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path, layers = save_panels(fig, axes, Path(f"{stem}.png")), Path(f"{stem}_blocks.png")
     plot_image_grid(
         [on_image(w[0]) for w in weights],
         [f"block {n}" for n in range(len(weights))],

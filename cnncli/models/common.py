@@ -27,6 +27,17 @@ def check_dropout(p: float) -> None:
         raise ConfigError("dropout", f"must be a number in [0, 1), got {p!r}")
 
 
+def check_stochastic_depth(p: float) -> None:
+    """The chance a residual block is skipped in training (ConvNeXt, Swin)."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
+        raise ConfigError("stochastic_depth_prob", f"must be a number in [0, 1), got {p!r}")
+
+
+def trunc_normal(weight) -> None:
+    """How torchvision initializes ConvNeXt's and Swin's layers: a truncated normal of std 0.02."""
+    nn.init.trunc_normal_(weight, std=0.02)
+
+
 def check_input_size(model_name: str, image_size: int, minimum: int) -> None:
     """Stop before training when the network would shrink the input to nothing."""
     if image_size < minimum:

@@ -19,24 +19,18 @@ of at least 32x32 (one pixel left in stage 4).
 import torchvision
 from torch import nn
 
-from cnncli.errors import ConfigError
 from cnncli.models import ModelCard, PaperSpeed
-from cnncli.models.common import check_input_size, with_in_channels
+from cnncli.models.common import check_input_size, check_stochastic_depth, trunc_normal, with_in_channels
 
 MIN_IMAGE_SIZE = 32  # 4 * 2 * 2 * 2
 
 
 def _convnext(name: str, in_channels: int, num_classes: int, image_size: int, stochastic_depth_prob: float):
-    if not isinstance(stochastic_depth_prob, (int, float)) or not 0 <= stochastic_depth_prob < 1:
-        raise ConfigError("stochastic_depth_prob", f"must be a number in [0, 1), got {stochastic_depth_prob!r}")
+    check_stochastic_depth(stochastic_depth_prob)
     check_input_size(name, image_size, MIN_IMAGE_SIZE)
     model = getattr(torchvision.models, name)(
         weights=None, num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob
     )
-
-    def trunc_normal(weight):  # how torchvision initializes ConvNeXt's convs
-        nn.init.trunc_normal_(weight, std=0.02)
-
     model.features[0][0] = with_in_channels(model.features[0][0], in_channels, init_weight=trunc_normal)
     return model
 

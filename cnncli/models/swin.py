@@ -24,9 +24,8 @@ multiply-accumulates (the paper's eq. 2), against 4hwc^2 + 2(hw)^2c for global a
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
 
-from cnncli.errors import ConfigError
 from cnncli.models import ModelCard
-from cnncli.models.common import check_input_size, with_in_channels
+from cnncli.models.common import check_input_size, check_stochastic_depth, trunc_normal, with_in_channels
 from cnncli.models.convnext import a100
 
 MIN_IMAGE_SIZE = 4  # the 4x4 patch embedding; the stages pad the rest
@@ -41,18 +40,13 @@ VARIANTS = {
 
 
 def _swin(name: str, in_channels: int, num_classes: int, image_size: int, stochastic_depth_prob: float):
-    if not isinstance(stochastic_depth_prob, (int, float)) or not 0 <= stochastic_depth_prob < 1:
-        raise ConfigError("stochastic_depth_prob", f"must be a number in [0, 1), got {stochastic_depth_prob!r}")
+    check_stochastic_depth(stochastic_depth_prob)
     check_input_size(name, image_size, MIN_IMAGE_SIZE)
     width, depths, heads = VARIANTS[name]
     model = SwinTransformer(
         patch_size=[4, 4], embed_dim=width, depths=depths, num_heads=heads, window_size=[7, 7],
         stochastic_depth_prob=stochastic_depth_prob, num_classes=num_classes,
     )  # fmt: skip
-
-    def trunc_normal(weight):  # how torchvision initializes Swin's linear layers
-        nn.init.trunc_normal_(weight, std=0.02)
-
     model.features[0][0] = with_in_channels(model.features[0][0], in_channels, init_weight=trunc_normal)
     return model
 
