@@ -149,14 +149,20 @@ def feature_map_layers(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int
 
         return hook
 
-    handles = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
+    forward_once(
+        model, x, [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
+    )
+    return shapes
+
+
+def forward_once(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    """One forward pass without gradients for the hooks that record it, removed after however it ends."""
     try:
         with torch.no_grad():
             model(x)
     finally:
-        for handle in handles:
-            handle.remove()
-    return shapes
+        for hook in hooks:
+            hook.remove()
 
 
 def require_feature_maps(shapes: dict, model: nn.Module, mode: str) -> None:
@@ -663,12 +669,7 @@ def attention_weights(model: VisionTransformer, x: torch.Tensor) -> list[torch.T
     for block in model.encoder.layers:
         handles.append(block.self_attention.register_forward_pre_hook(ask, with_kwargs=True))
         handles.append(block.self_attention.register_forward_hook(keep, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_once(model, x, handles)
     return weights
 
 
