@@ -24,6 +24,7 @@ from cnncli.errors import UserError
 
 SUMMARY = "summary.json"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
+RANGE_TEST_JOB = "lr_find"  # conf/lr_find.yaml's hydra.job.name: its folders hold a range test, not a run
 LOCK = ".lock"  # held (flock) by the process writing the folder; the kernel releases it when that process ends
 
 
@@ -142,11 +143,24 @@ def find_runs(path: Path) -> list[Path]:
     path = Path(path)
     marks = [*path.rglob(SUMMARY), *path.rglob(str(OVERRIDES))]
     dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
+    dirs = {d for d in dirs if not _range_test(d)}
 
     def natural(run: Path) -> list:
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(run.relative_to(path)))]
 
     return sorted(dirs, key=natural)
+
+
+def _range_test(folder: Path) -> bool:
+    """A `cnncli lr-find` folder, told by its Hydra job's name (a train run's own range test shares the run's
+    folder and job, and its summary.json)."""
+    if (folder / SUMMARY).is_file():
+        return False
+    try:
+        job = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["name"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return False
+    return job == RANGE_TEST_JOB
 
 
 def read_summary(run_dir: Path) -> dict | None:

@@ -10,6 +10,7 @@ import yaml
 from conftest import QUIET, cnncli, cnncli_here
 
 from cnncli.lr_finder import SKIP_BEGIN, judge, recorded, smooth, steepest
+from cnncli.runs import find_runs
 
 
 class Options:
@@ -80,6 +81,7 @@ def test_lr_find_plots_the_curve_and_suggests_a_rate(found):
     assert data["loss"][at] < data["loss"][SKIP_BEGIN] - 0.05
     assert f"lr-find: suggested learning rate {data['suggestion']:.3g}" in result.stdout + result.stderr
     assert f"train at it: cnncli train optimizer.lr={data['suggestion']:.3g}" in result.stdout
+    assert find_runs(folder.parent) == []  # a range test is no run: `cnncli leaderboard outputs/` leaves it out
 
 
 @slow
@@ -110,6 +112,7 @@ def test_a_diverging_test_is_one_line_and_keeps_its_curve(tmp_path):
                     "lr_find.max_lr=1000", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1 and "error: lr-find: the loss diverged within" in result.stderr
     assert (run / "lr_find.png").is_file() and not (run / "checkpoints").exists()
+    assert find_runs(tmp_path) == [run]  # the failed run is listed, the failed range test is not
 
 
 @slow
