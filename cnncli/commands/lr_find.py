@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnncli import config_dir, runs
-from cnncli.config import absolute_data_paths, validate_train_config
+from cnncli.config import validate_train_config
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.lr_finder import RangeTestFailed, record_failure
 
@@ -20,12 +20,8 @@ def lr_find(cfg: DictConfig, run_dir: Path) -> dict:
     validate_train_config(cfg)
     from cnncli import tasks
     from cnncli.lr_finder import find_lr
-    from cnncli.trainer import check_speed_options
 
-    check_speed_options(cfg)
-    task_name = tasks.task_of(cfg)
-    tasks.check_model_fits(cfg.model._target_, task_name, cfg.data.get("name"))
-    absolute_data_paths(cfg)
+    tasks.prepare_run(cfg)
     found = find_lr(cfg, run_dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # with the classes the data named
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("optimizer.lr=", "lr_find."))]

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnncli import config_dir, runs
-from cnncli.config import absolute_data_paths, validate_train_config
+from cnncli.config import validate_train_config
 from cnncli.errors import UserError, reports_user_errors
 from cnncli.lr_finder import RangeTestFailed
 from cnncli.resume import override_key, resume_arguments
@@ -36,17 +36,13 @@ def train(cfg: DictConfig, callbacks: tuple = ()) -> dict:
 
     from cnncli import optim, tasks
     from cnncli.resume import keep_metrics_csv, resume_checkpoint
-    from cnncli.trainer import build_trainer, check_speed_options, interrupted
+    from cnncli.trainer import build_trainer, interrupted
 
     lr_auto = cfg.optimizer.get("lr") == "auto"  # a range test chooses it, below
     # factories, checked now; the module builds them once
     optimization = optim.optimization(optim.with_lr(cfg, cfg.lr_find.min_lr) if lr_auto else cfg)
-    check_speed_options(cfg)
-    task_name = tasks.task_of(cfg)  # the data's: classification or segmentation
-    tasks.check_model_fits(cfg.model._target_, task_name, cfg.data.get("name"))
+    task_name = tasks.prepare_run(cfg)
     task = tasks.module(task_name)
-    task.check_config(cfg)  # its loss options; a metric name that is never logged would fail after an epoch
-    absolute_data_paths(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resume = resume_checkpoint(cfg, run_dir)
     if resume and (done := finished(cfg, run_dir)):

@@ -68,6 +68,21 @@ def check_monitors(cfg, metrics: tuple[str, ...]) -> None:
             raise ConfigError(key, f"{name!r} is not a logged metric; choose from: {', '.join(logged)}")
 
 
+def prepare_run(cfg: DictConfig) -> str:
+    """What train and lr-find check before a run is built: the speed options, that the model is made for the
+    data's task, the task's own options (loss, monitored metrics); then data.root and data.cache_dir made
+    absolute in cfg. Returns the task's name."""
+    from cnncli.config import absolute_data_paths
+    from cnncli.trainer import check_speed_options
+
+    check_speed_options(cfg)
+    task_name = task_of(cfg)  # the data's: classification or segmentation
+    check_model_fits(cfg.model._target_, task_name, cfg.data.get("name"))
+    module(task_name).check_config(cfg)  # a metric name that is never logged would fail after an epoch
+    absolute_data_paths(cfg)
+    return task_name
+
+
 def build_run(cfg: DictConfig, optimization, starting_weights: bool = True):
     """What a run config trains, seeded: the data module (set up for fit), the network, the task's
     LightningModule and the run's CPU threads (a Lightning callback). The data module names an image
