@@ -486,20 +486,34 @@ def _window_average(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mod
 def receptive_fields(model: nn.Module, layer: nn.Module, x: torch.Tensor, units) -> list[tuple[int, int, int, int]]:
     """(top, bottom, left, right), inclusive, of the input pixels connected to each unit (map, row, column,
     ...) of `layer`: the rows and columns where its gradient through the network made linear is nonzero."""
-    saved = {}
-    handle = layer.register_forward_hook(lambda module, inputs, output: saved.update(maps=output))
-    pixels = torch.zeros_like(x, requires_grad=True)
-    try:
-        with torch.enable_grad(), _Connected():
-            model(pixels)
-    finally:
-        handle.remove()
+    maps, pixels = traced_maps(model, layer, torch.zeros_like(x), _Connected())
     boxes = []
-    for k, (c, i, j, *_) in enumerate(units):
-        (gradient,) = torch.autograd.grad(saved["maps"][0, c, i, j], pixels, retain_graph=k < len(units) - 1)
-        rows, columns = gradient[0].abs().sum(dim=0).nonzero(as_tuple=True)
+    for gradient in unit_gradients(maps, pixels, units):
+        rows, columns = gradient.abs().sum(dim=0).nonzero(as_tuple=True)
         boxes.append((int(rows.min()), int(rows.max()), int(columns.min()), int(columns.max())))
     return boxes
+
+
+def traced_maps(model: nn.Module, layer: nn.Module, x: torch.Tensor, mode: TorchFunctionMode):
+    """`layer`'s maps [C, H, W] for the one image x, computed under `mode` (the rules of the backward pass)
+    with their graph kept, and the input they were computed from (a copy of x that requires grad)."""
+    saved = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: saved.update(maps=output))
+    x = x.clone().requires_grad_()
+    try:
+        with torch.enable_grad(), mode:
+            model(x)
+    finally:
+        handle.remove()
+    return saved["maps"][0], x
+
+
+def unit_gradients(maps: torch.Tensor, x: torch.Tensor, units) -> list[torch.Tensor]:
+    """The gradient [C, H, W] of each unit (map, row, column, ...) of traced `maps` with respect to the input x."""
+    return [
+        torch.autograd.grad(maps[c, i, j], x, retain_graph=k < len(units) - 1)[0][0].detach()
+        for k, (c, i, j, *_) in enumerate(units)
+    ]
 
 
 def computes_relu(model: nn.Module, x: torch.Tensor) -> bool:
@@ -549,21 +563,9 @@ def strongest_units(maps: torch.Tensor, count: int) -> list[tuple[int, int, int,
 def project_units(model: nn.Module, layer: nn.Module, x: torch.Tensor, rule, count: int):
     """The input-space projection of the strongest unit of each of the `count` most active maps of `layer`,
     by `rule` (deconvnet or guided), and those units."""
-    saved = {}
-    handle = layer.register_forward_hook(lambda module, inputs, output: saved.update(maps=output))
-    x = x.clone().requires_grad_()
-    try:
-        with torch.enable_grad(), ReluRule(rule):
-            model(x)
-    finally:
-        handle.remove()
-    maps = saved["maps"][0]
+    maps, x = traced_maps(model, layer, x, ReluRule(rule))
     units = strongest_units(maps.detach(), count)
-    projections = []
-    for k, (c, i, j, _) in enumerate(units):
-        (gradient,) = torch.autograd.grad(maps[c, i, j], x, retain_graph=k < len(units) - 1)
-        projections.append(gradient[0].detach())
-    return projections, units
+    return unit_gradients(maps, x, units), units
 
 
 def signed_picture(projection: torch.Tensor) -> np.ndarray:
