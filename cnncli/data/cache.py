@@ -50,9 +50,11 @@ SHM = "/dev/shm"  # where torch's shared storages live (Linux)
 Decoder = Callable[[tuple[str, ...]], tuple[np.ndarray, np.ndarray | None]]
 
 
-def check_cache(cache) -> str:
+def check_cache(cache, cache_dir) -> tuple[str, Path]:
+    """data.cache checked, and data.cache_dir made absolute now: the cache stays where the run started,
+    whatever the working directory later is."""
     check_choice("cache", cache, CACHES)
-    return cache
+    return cache, Path(cache_dir).expanduser().absolute()
 
 
 def decode_threads() -> int:

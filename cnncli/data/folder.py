@@ -185,8 +185,7 @@ class ImageFolderData(L.LightningDataModule):
         self.class_weights: torch.Tensor | None = None  # loss weights, known after setup("fit")
         self.resize, self.num_workers, self.normalization_samples = resize, num_workers, normalization_samples
         self.check_images, self.skip_corrupt = check_images, skip_corrupt
-        # absolute now: the cache stays where the run started, whatever the working directory later is
-        self.cache, self.cache_dir = check_cache(cache), Path(cache_dir).expanduser().absolute()
+        self.cache, self.cache_dir = check_cache(cache, cache_dir)
         self.caches: dict[str, ImageCache] = {}  # each cached split's images (cache: ram or disk)
         self.rows: dict[str, list[int]] = {}  # the cache rows of each split's readable samples
         self.augment = augment

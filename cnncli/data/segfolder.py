@@ -62,7 +62,7 @@ class SegFolderData(InMemorySegmentationData):
         if val_fraction + test_fraction >= 1:
             raise ConfigError("val_fraction", "val_fraction + test_fraction must leave a training split")
         self.split_seed = split_seed
-        self.cache, self.cache_dir = check_cache(cache), Path(cache_dir).expanduser().absolute()
+        self.cache, self.cache_dir = check_cache(cache, cache_dir)
         if not self.root.is_dir():
             raise UserError(f"data.root: {'not a folder' if self.root.exists() else 'no such folder'}: {self.root}")
         if not (self.root / "train" / "images").is_dir():
